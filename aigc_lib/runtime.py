@@ -1,0 +1,163 @@
+"""代码在哪里跑、跑多大：设备、随机种子、运行档位、计时器。
+
+每个 notebook 都以这几行开头::
+
+    from aigc_lib import device, seed_everything, profile, pick
+    seed_everything(0)
+    dev = device()                                   # cuda > mps > cpu
+    epochs = pick(smoke=1, cpu=4, gpu=10)            # sized by AIGC_PROFILE
+
+本模块不依赖 ``aigc_lib`` 的其他部分（``describe`` 只在需要时顺便问一下字体），可以单独复制。
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+_PROFILE_ENV = "AIGC_PROFILE"
+
+
+def device(prefer: str | torch.device | None = None) -> torch.device:
+    """返回用来训练的设备。
+
+    不传参数时依次选择：CUDA GPU、Apple 芯片的 ``mps``、CPU。
+    明确指定（``"cpu"``、``"cuda:1"`` 或一个 ``torch.device``）时总是听你的，
+    所以在 GPU 机器上 ``device("cpu")`` 也会强制使用 CPU。
+    """
+    if prefer is not None:
+        chosen = torch.device(prefer)
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"要求使用设备 {chosen}，但本机没有可用的 CUDA GPU。"
+                "请改用 device('cpu')，或安装带 CUDA 的 PyTorch。"
+            )
+        return chosen
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> int:
+    """用同一个数给 Python、NumPy 和 PyTorch（CPU 与所有 CUDA 设备）设随机种子。
+
+    在 CPU 上，种子相同的两次运行得到完全相同的权重。GPU 上有些算子本身不确定，除非再调用
+    ``torch.use_deterministic_algorithms(True)``；它更慢，所以这里不打开。返回种子，方便记录。
+    """
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # 没装 NumPy 也能用
+        pass
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return seed
+
+
+def profile() -> str:
+    """运行档位：``smoke``（CI，几秒）、``cpu``（笔记本电脑，几分钟）或 ``gpu``。
+
+    从环境变量 ``AIGC_PROFILE`` 读取；没有设置时，有 CUDA 就是 ``gpu``，否则是 ``cpu``。
+    其他取值会报错，并说明允许的取值。
+    """
+    value = os.environ.get(_PROFILE_ENV, "").strip().lower()
+    if not value:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if value not in PROFILES:
+        raise ValueError(
+            f"环境变量 {_PROFILE_ENV}={os.environ[_PROFILE_ENV]!r} 无效：只能是 "
+            f"{' | '.join(PROFILES)}。例如：export {_PROFILE_ENV}=cpu"
+            f"（Windows PowerShell：$env:{_PROFILE_ENV}='cpu'），或者删除该变量让程序自动选择。"
+        )
+    return value
+
+
+def pick(smoke, cpu, gpu=None):
+    """按当前档位取值：``pick(smoke=200, cpu=20_000, gpu=100_000)``。
+
+    ``gpu`` 默认等于 ``cpu`` 的值，所以不需要在 GPU 上变大的尺寸只写两个。
+    """
+    chosen = profile()
+    if chosen == "smoke":
+        return smoke
+    if chosen == "gpu" and gpu is not None:
+        return gpu
+    return cpu
+
+
+class Timer:
+    """一个小秒表，可以用 ``with`` 语句，也可以手动读数。
+
+    >>> with Timer() as t:
+    ...     _ = sum(range(1000))
+    >>> t.elapsed >= 0
+    True
+
+    ``t.lap()`` 返回距上一次 lap（或开始）的秒数，并记入 ``t.laps``。在 CUDA 上读数前要先
+    ``torch.cuda.synchronize()``，否则量到的只是内核的启动时间，而不是计算本身。
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self._last = self.start
+        self.laps: list[float] = []
+        self._stopped: float | None = None
+
+    def __enter__(self) -> "Timer":
+        self.start = self._last = time.perf_counter()
+        self._stopped = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopped = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        self.laps.append(seconds)
+        return seconds
+
+    @property
+    def elapsed(self) -> float:
+        end = self._stopped if self._stopped is not None else time.perf_counter()
+        return end - self.start
+
+
+def describe() -> dict:
+    """本机的能力：PyTorch 版本、设备、GPU 名称与显存、CPU 线程数、档位、中文字体（00_setup 展示）。"""
+    dev = device()
+    info = {
+        "Python": platform.python_version(),
+        "PyTorch": torch.__version__,
+        "操作系统": f"{platform.system()} {platform.machine()}",
+        "设备": str(dev),
+        "CPU 线程数": torch.get_num_threads(),
+        "运行档位 (AIGC_PROFILE)": profile(),
+    }
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info["GPU"] = props.name
+        info["GPU 显存 (GiB)"] = round(props.total_memory / 2**30, 1)
+        info["GPU 数量"] = torch.cuda.device_count()
+        info["bf16 支持"] = torch.cuda.is_bf16_supported()
+    else:
+        info["GPU"] = "无"
+    try:  # describe() 顺便报告字体；runtime 本身不依赖 matplotlib
+        from .plotting import chinese_font_name
+
+        info["中文字体"] = chinese_font_name() or "未找到"
+    except ImportError:
+        info["中文字体"] = "未安装 matplotlib"
+    return info

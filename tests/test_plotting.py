@@ -1,0 +1,105 @@
+"""plotting：中文字体开箱即用、无缺字警告、负号正确；进度条在各环境下的行为。"""
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from aigc_lib import plotting  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _save_with_warnings_as_errors(fig, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.savefig(path)
+
+
+def test_packaged_chinese_font_is_registered_and_first_fallback():
+    name = plotting.chinese_font_name()
+    assert name is not None
+    families = matplotlib.rcParams["font.family"]
+    assert families[0] == "DejaVu Sans" and name in families
+    assert matplotlib.rcParams["axes.unicode_minus"] is True
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_figure_with_chinese_saves_without_missing_glyph_warning(tmp_path, fmt):
+    fig, ax = plt.subplots()
+    ax.plot([-2, -1, 0, 1], [1, -3, 2, 0], label="验证损失")
+    ax.set_title("训练曲线：损失随轮次下降（负数 −3）")
+    ax.set_xlabel("轮次")
+    ax.set_ylabel("损失 loss")
+    ax.legend()
+    out = tmp_path / f"figure.{fmt}"
+    _save_with_warnings_as_errors(fig, out)
+    assert out.stat().st_size > 1000
+
+
+def test_control_check_missing_glyph_warning_is_detectable(tmp_path):
+    """没有中文字体时确实会有警告——证明上一个测试能够失败。"""
+    fig, ax = plt.subplots()
+    ax.set_title("中文", family="DejaVu Sans")
+    with pytest.warns(UserWarning, match="missing from font"):
+        fig.savefig(tmp_path / "tofu.png")
+
+
+def test_chinese_glyphs_are_drawn_not_tofu(tmp_path):
+    """同一个汉字用中文字体画出的像素与 DejaVu 的“方块”不同。"""
+    import numpy as np
+
+    def render(**font):
+        fig = plt.figure(figsize=(1, 1), dpi=50)
+        fig.text(0.1, 0.3, "龍", fontsize=30, **font)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tofu = render(family="DejaVu Sans")
+    chinese = render()
+    assert (chinese != 255).any() and not np.array_equal(chinese, tofu)
+
+
+def test_shared_plots_accept_chinese_labels(tmp_path):
+    ax = plotting.plot_heatmap([[0.2, 0.8], [0.6, 0.4]], ["我", "爱"], ["北京", "天安门"], title="注意力")
+    _save_with_warnings_as_errors(ax.figure, tmp_path / "heat.png")
+    ax = plotting.plot_confusion_matrix([[5, 1], [2, 7]], ["负面", "正面"], normalize=True)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["0.83", "0.17", "0.22", "0.78"]
+    _save_with_warnings_as_errors(ax.figure, tmp_path / "cm.png")
+    ax = plotting.plot_embedding_map([[0, 0], [1, 1], [2, 0]], ["北京", "上海", "经济"], highlight={"北京"})
+    _save_with_warnings_as_errors(ax.figure, tmp_path / "map.png")
+    with pytest.raises(ValueError, match="二维"):
+        plotting.plot_heatmap([1, 2, 3])
+    with pytest.raises(ValueError, match="N 等于词数"):
+        plotting.plot_embedding_map([[0, 0]], ["a", "b"])
+
+
+def test_progress_modes(monkeypatch, capsys):
+    monkeypatch.delenv("AIGC_PROGRESS", raising=False)
+    monkeypatch.setenv("CI", "true")
+    assert plotting.progress_mode() == "off"
+    assert list(plotting.progress(range(5), desc="训练")) == list(range(5))
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.delenv("CI")
+    assert plotting.progress_mode() == "text"  # pytest 不在 Jupyter 内核里
+    monkeypatch.setenv("AIGC_PROGRESS", "text")
+    bar = plotting.progress(range(3), desc="训练", mininterval=0)
+    assert list(bar) == [0, 1, 2]
+    assert "训练" in capsys.readouterr().err
+
+    monkeypatch.setenv("AIGC_PROGRESS", "off")
+    assert plotting.progress(range(2)).disable
+    monkeypatch.setenv("AIGC_PROGRESS", "loud")
+    with pytest.raises(ValueError, match="AIGC_PROGRESS"):
+        plotting.progress_mode()
