@@ -7,6 +7,26 @@ __version__ = "0.1.0"
 
 from .runtime import PROFILES, Timer, describe, device, pick, profile, seed_everything
 from .metrics import segmentation_prf
+from .metrics import (
+    accuracy,
+    average_precision,
+    bio_to_spans,
+    bleu,
+    classification_report,
+    confusion_matrix,
+    distinct_n,
+    entity_prf,
+    perplexity,
+    precision_recall_curve,
+    precision_recall_f1,
+    roc_auc,
+    roc_curve,
+    rouge_l,
+    rouge_l_corpus,
+    token_accuracy,
+)
+from . import optim
+from .optim import lr_range_test
 from .plotting import (
     chinese_font_name,
     plot_confusion_matrix,
@@ -15,3 +35,48 @@ from .plotting import (
     progress,
     use_chinese_font,
 )
+from .text import (
+    Vocab,
+    clean_text,
+    collapse_punctuation,
+    normalize_whitespace,
+    normalize_width,
+    preprocess,
+    remove_emoji,
+    remove_urls,
+    strip_html,
+    to_simplified,
+    tokenize,
+)
+from .corpora import (
+    bio_entities,
+    bmes_labels,
+    bmes_to_words,
+    detect_encoding,
+    entity_spans,
+    find_boilerplate,
+    load_labeled,
+    load_peoples_daily,
+    load_reviews,
+    peoples_daily_stats,
+    raw_reviews,
+    read_text,
+    review_stats,
+)
+from .imbalance import FocalLoss, apply_threshold, best_threshold, class_counts, class_weights, resampling_sampler
+from .augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
+from .compress import (
+    count_parameters,
+    distillation_loss,
+    magnitude_prune,
+    make_permanent,
+    measure_latency,
+    model_size_bytes,
+    quantize_dynamic_int8,
+    sparsity,
+)
+from .batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
+from .models import KerasStyleLSTM, RNNClassifier, TransformerClassifier
+from .training import History, NonFiniteLossError, evaluate, fit, steps_per_epoch, warmup_cosine, warmup_linear
+from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from .models import CRF, BiLSTMTagger, GloVe, SkipGram, WordVectors, glove_step, skipgram_step, tagger_step, train_skipgram_fast

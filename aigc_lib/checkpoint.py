@@ -1,0 +1,232 @@
+"""检查点：把训练状态存成一个文件，之后原样读回来，继续训练或直接使用。
+
+一个检查点就是一个普通的 dict，用 ``torch.save`` 写、用 ``torch.load(..., weights_only=True)``
+读。weights_only=True 只允许张量和 Python 基本类型（数、字符串、列表、元组、字典），读一个来路
+不明的文件也不会执行其中的代码。所以这里只存 state_dict 和普通数据，不存对象本身::
+
+    save_checkpoint("runs/lstm.pt", model, optimizer, epoch=3, config={"hidden": 128})
+    ckpt = load_checkpoint("runs/lstm.pt", model, optimizer)   # 模型对不上时列出哪些键、形状不同
+    ckpt["epoch"], ckpt["config"]
+
+检查点里的键：format、model、optimizer、scheduler、scaler（有才存）、epoch、history、config
+（重建模型所需的超参数），以及 fit 用来续训的 global_step、rng、partial。
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "aigc_lib.checkpoint/1"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel 和 torch.compile 加的前缀
+
+
+class CheckpointMismatchError(RuntimeError):
+    """检查点里的参数与模型对不上（缺键、多键或形状不同）。"""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """去掉 DDP（``.module``）和 torch.compile（``._orig_mod``）的外壳，返回你自己定义的模型。
+
+    保存时用它，state_dict 的键就不会带 "module." 或 "_orig_mod." 前缀，单卡也能直接加载。
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_state_dict(state: dict) -> dict:
+    """去掉键开头的 "module." / "_orig_mod."（可能叠了好几层），别人用 DDP 存的文件也能加载。"""
+    cleaned = {}
+    for key, value in state.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        cleaned[key] = value
+    return cleaned
+
+
+def save_checkpoint(
+    path,
+    model: nn.Module,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    *,
+    epoch: int | None = None,
+    history=None,
+    config: dict | None = None,
+    **extra,
+) -> Path:
+    """保存模型（以及可选的优化器、学习率调度器、GradScaler）的状态，返回文件路径。
+
+    参数：
+        path: 文件路径，目录不存在会自动创建。
+        model: 模型；被 DDP 或 torch.compile 包过也行，存的是里面的原模型。
+        optimizer / scheduler / scaler: 续训需要的状态，不传就不存。
+        epoch: 已训练完的轮数。history: ``History`` 或普通 dict。
+        config: 重建模型需要的超参数（只能是数、字符串、列表、字典），例如
+            ``{"vocab_size": 5000, "hidden": 128}``。
+        extra: 其他要一起存的普通数据或张量。
+
+    例：``save_checkpoint("runs/best.pt", model, optimizer, epoch=5, config=cfg)``
+    """
+    ckpt = {
+        "format": FORMAT,
+        "model": unwrap_model(model).state_dict(),
+        "epoch": epoch,
+        "config": dict(config or {}),
+        "torch_version": str(torch.__version__),  # TorchVersion 不是普通 str
+    }
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is not None:
+            ckpt[name] = obj.state_dict()
+    if history is not None:
+        ckpt["history"] = history.to_dict() if hasattr(history, "to_dict") else history
+    ckpt.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # 先写临时文件再改名：保存到一半被 Ctrl-C 打断，也不会留下一个读不出来的坏文件
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(
+    path,
+    model: nn.Module | None = None,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    *,
+    map_location="cpu",
+    strict: bool = True,
+) -> dict:
+    """读取检查点，把状态装进传入的对象，返回整个检查点 dict（含 epoch、config、history）。
+
+    参数：
+        path: 检查点文件；传目录时读其中的 last.pt。也接受 ``torch.save(model.state_dict())``
+            存的纯 state_dict 文件。
+        model / optimizer / scheduler / scaler: 要恢复状态的对象，不传就只读取不装载。
+        map_location: 张量先读到哪里，默认 CPU；load_state_dict 会再复制到模型所在设备。
+        strict: True 时键必须完全一致；False 时忽略缺少或多余的键（形状不同仍然报错）。
+
+    模型与检查点对不上时抛出 CheckpointMismatchError，列出缺少的键、多余的键和形状不同的键。
+
+    例：``ckpt = load_checkpoint("runs/best.pt", model); print(ckpt["epoch"], ckpt["config"])``
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"找不到检查点文件 {path}。请检查路径，或先用 fit(checkpoint_dir=...) 训练并保存。")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        raise RuntimeError(
+            f"无法用 weights_only=True 安全读取 {path}：文件里有张量和基本类型以外的 Python 对象"
+            f"{'（' + found.group(1) + '）' if found else ''}。请用 save_checkpoint 重新保存（它只存 state_dict 和普通数据）。"
+        ) from err
+    if not (isinstance(ckpt, dict) and "model" in ckpt):
+        ckpt = {"model": ckpt}  # torch.save(model.state_dict(), path) 存的纯 state_dict
+    if model is not None:
+        load_model_state(model, ckpt["model"], strict=strict, source=str(path), config=ckpt.get("config"))
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        if obj is None:
+            continue
+        if name not in ckpt:
+            raise KeyError(f"检查点 {path} 里没有 {name} 的状态（保存时没有传入）。请不要传 {name}，或换一个完整的检查点。")
+        obj.load_state_dict(ckpt[name])
+    return ckpt
+
+
+def load_model_state(model: nn.Module, state: dict, *, strict: bool = True, source: str = "", config=None) -> None:
+    """把 state_dict 装进模型；对不上时抛出列出差异的 CheckpointMismatchError。"""
+    target = unwrap_model(model)
+    state = clean_state_dict(state)
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        (k, tuple(state[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state and hasattr(state[k], "shape") and state[k].shape != expected[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)):
+        raise CheckpointMismatchError(
+            _describe_mismatch(type(target).__name__, source, missing, unexpected, shapes, config)
+        )
+    target.load_state_dict(state, strict=strict)
+
+
+def _describe_mismatch(model_name, source, missing, unexpected, shapes, config) -> str:
+    def listing(items, limit=10):
+        shown = ", ".join(items[:limit])
+        return shown + (f" ……（共 {len(items)} 个）" if len(items) > limit else "")
+
+    lines = [f"检查点{' ' + source if source else ''} 与模型 {model_name} 对不上："]
+    if missing:
+        lines.append(f"  模型需要、检查点里没有的键（{len(missing)} 个）：{listing(missing)}")
+    if unexpected:
+        lines.append(f"  检查点里有、模型没有的键（{len(unexpected)} 个）：{listing(unexpected)}")
+    if shapes:
+        diffs = [f"{k} 检查点 {list(a)} ≠ 模型 {list(b)}" for k, a, b in shapes]
+        lines.append(f"  形状不同的键（{len(shapes)} 个）：{listing(diffs)}")
+    hint = "请用保存检查点时的同一套超参数重建模型再加载"
+    if config:
+        hint += f"（检查点里记录的 config：{config}）"
+    lines.append(hint + "；如果只想加载对得上的部分，传 strict=False（形状不同的键仍需一致）。")
+    return "\n".join(lines)
+
+
+# ---- 随机数状态：续训时恢复，让“中断后继续”与“一口气训练完”得到相同的权重 ----
+
+
+def rng_state(generators=()) -> dict:
+    """Python、NumPy、PyTorch（CPU 和已启用的 CUDA）以及给定 torch.Generator 的随机数状态。
+
+    只含张量和基本类型，可以存进 weights_only 检查点。NumPy 的状态数组转成 int64 张量保存。
+    """
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    except ImportError:
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    state["generators"] = [g.get_state() for g in generators]
+    return state
+
+
+def set_rng_state(state: dict, generators=()) -> None:
+    """恢复 rng_state() 保存的状态。"""
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for generator, saved in zip(generators, state.get("generators", [])):
+        generator.set_state(saved)
+
+
+def _as_tuple(value):
+    """random.setstate 要元组；存取之后若变成了列表，转回去。"""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

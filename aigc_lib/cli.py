@@ -1,0 +1,174 @@
+"""``aigc`` 命令：在终端里训练、评估、预测，也能在 torchrun 下多进程训练。
+
+    aigc train --task sentiment --model gru --out runs/gru
+    aigc evaluate runs/gru --split test --json
+    aigc predict runs/gru "这本书很好看" "物流太慢了"
+    torchrun --nproc_per_node=2 -m aigc_lib.cli train --task sentiment --model gru --out runs/gru-ddp
+
+所有任务共用这三个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里。
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# 可以覆盖的尺寸与超参数：命令行参数名 -> (类型, 说明)。任务的默认值表里没有的键会被拒绝。
+SIZE_FLAGS = {
+    "epochs": (int, "训练轮数"),
+    "batch_size": (int, "每批样本数"),
+    "lr": (float, "峰值学习率（AdamW，先预热再余弦衰减）"),
+    "weight_decay": (float, "AdamW 的权重衰减"),
+    "embed_dim": (int, "词向量维数（RNN 家族）"),
+    "hidden_dim": (int, "隐藏层宽度（RNN 家族）"),
+    "d_model": (int, "模型宽度（Transformer）"),
+    "heads": (int, "注意力头数（Transformer）"),
+    "layers": (int, "层数"),
+    "dropout": (float, "dropout 比例"),
+    "max_len": (int, "每条文本最多保留的 token 数"),
+    "vocab_size": (int, "词表大小上限（含 <pad>、<unk>）"),
+    "min_freq": (int, "进入词表的最低词频"),
+    "train_limit": (int, "只用前 N 条训练数据（0 表示全部）"),
+    "tokens": (str, "切分方式：word（jieba 分词）或 char（按字）"),
+    "pooling": (str, "把每个位置的输出汇总成一个向量：last、mean 或 max"),
+}
+
+
+class ChineseHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse 自带的几处英文提示换成中文。"""
+
+    def add_usage(self, usage, actions, groups, prefix=None):
+        return super().add_usage(usage, actions, groups, prefix="用法：")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .tasks import TASKS
+
+    task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
+                           for name, task in TASKS.items())
+    parser = argparse.ArgumentParser(
+        prog="aigc", formatter_class=ChineseHelpFormatter, add_help=False,
+        description="AIGC 课程的命令行工具：训练、评估、预测。\n\n可用的任务：\n" + task_lines,
+        epilog="每个子命令都有自己的帮助，例如：aigc train --help",
+    )
+    parser.add_argument("-h", "--help", action="help", help="显示帮助并退出")
+    parser._positionals.title = "子命令"
+    parser._optionals.title = "选项"
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}")
+
+    def add(name, help_text, description):
+        p = sub.add_parser(name, help=help_text, description=description, add_help=False,
+                           formatter_class=ChineseHelpFormatter)
+        p.add_argument("-h", "--help", action="help", help="显示帮助并退出")
+        p._positionals.title = "位置参数"
+        p._optionals.title = "选项"
+        p.add_argument("--device", default=None, help="cpu、cuda、cuda:1、mps；默认自动选择")
+        return p
+
+    train = add("train", "训练一个模型，把检查点和训练记录写进 --out 目录",
+                "训练一个模型。尺寸默认按运行档位（AIGC_PROFILE = smoke | cpu | gpu）选取，每一项都能覆盖。\n"
+                "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3")
+    train.add_argument("--task", required=True, help=f"任务：{', '.join(TASKS)}")
+    train.add_argument("--model", required=True, help="模型家族，见 aigc --help 的任务表")
+    train.add_argument("--out", required=True, help="输出目录（best.pt、last.pt、history.json、summary.json）")
+    train.add_argument("--amp", default="off", choices=["off", "bf16", "fp16", "auto"],
+                       help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
+    train.add_argument("--seed", type=int, default=0, help="随机种子（默认 0）")
+    train.add_argument("--compile", action="store_true", help="用 torch.compile 编译模型（需要 C++ 编译器）")
+    train.add_argument("--quiet", action="store_true", help="不显示进度条")
+    sizes = train.add_argument_group("尺寸与超参数（不写就用当前档位的默认值）")
+    for key, (kind, help_text) in SIZE_FLAGS.items():
+        sizes.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None, help=help_text)
+    sizes.add_argument("--bidirectional", dest="bidirectional", action=argparse.BooleanOptionalAction,
+                       default=None, help="双向 RNN（--no-bidirectional 关闭）")
+
+    evaluate = add("evaluate", "在某个数据划分上评估训练好的模型",
+                   "评估 aigc train 写出的模型。\n例：aigc evaluate runs/gru --split test --json")
+    evaluate.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="数据划分（默认 test）")
+    evaluate.add_argument("--json", action="store_true", help="只在标准输出打印一个 JSON 对象")
+
+    predict = add("predict", "用训练好的模型预测几句话或一个文件",
+                  "预测。输入是命令行里的句子，或 --file 指定的文本文件（每行一句，自动识别编码）。\n"
+                  "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
+    predict.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
+    predict.add_argument("texts", nargs="*", help="要预测的句子")
+    predict.add_argument("--file", help="文本文件，每行一句")
+    predict.add_argument("--json", action="store_true", help="每行打印一个 JSON 对象")
+    return parser
+
+
+def _train(args) -> int:
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    overrides = {key: getattr(args, key) for key in [*SIZE_FLAGS, "bidirectional"]}
+    summary = task.train(args.model, args.out, overrides=overrides, device=args.device, amp=args.amp,
+                         seed=args.seed, compile=args.compile, progress=not args.quiet)
+    from .tasks.base import _is_main_process
+
+    if _is_main_process():
+        best = summary["best"] or {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
+        print(f"完成：{summary['task']} / {summary['model']}，{summary['parameters']:,} 个参数，"
+              f"训练 {summary['epochs_run']} 轮，用时 {summary['train_seconds']} 秒（{summary['device']}，"
+              f"{summary['world_size']} 个进程）。最好的一轮（第 {best.get('epoch')} 轮）：{shown}。")
+        print(f"结果在 {Path(args.out)}/：best.pt、last.pt、history.json、summary.json")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .tasks import load_run
+
+    task, model, config = load_run(args.run, device=args.device)
+    result = task.evaluate(model, config, args.split, next(model.parameters()).device)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        for key, value in result.items():
+            print(f"{key:<12} {value:.4f}" if isinstance(value, float) else f"{key:<12} {value}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .corpora import read_text
+    from .tasks import TaskError, load_run
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [line.strip() for line in read_text(args.file).splitlines() if line.strip()]
+    if not texts:
+        raise TaskError("没有要预测的内容：请在命令行里写句子，或用 --file 指定文本文件。")
+    task, model, config = load_run(args.run, device=args.device)
+    for row in task.predict(model, config, texts, next(model.parameters()).device):
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(task.format_prediction(row))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .checkpoint import CheckpointMismatchError
+    from .tasks import TaskError
+
+    try:
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+    except (TaskError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
+        print(f"aigc {args.command}: 错误：{error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("已中断。", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

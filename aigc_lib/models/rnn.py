@@ -1,0 +1,326 @@
+"""循环网络家族：手写的 RNN 单元，RNN / LSTM / GRU 文本分类器，以及课程大纲里 Keras 例子的 PyTorch 版。
+
+所有分类器的调用方式相同::
+
+    logits = model(tokens, lengths)      # tokens (B, T) long, lengths (B,) long -> (B, num_classes)
+
+``tokens`` 右侧用 padding_idx（默认 0）补齐，``lengths`` 是每句的真实长度（见 ``aigc_lib.batching``）。
+补齐的位置不会进入循环状态：前向时用 ``pack_padded_sequence`` 把它们跳过，所以同一句话无论补了多少个
+0、和谁放在一批，输出都一样。
+
+每个模型都有 ``.config``（构造参数组成的普通 dict），保存检查点时一起存下，之后
+``type(model)(**config)`` 就能重建同样的结构，再 ``load_state_dict``。
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+# ---------------------------------------------------------------------------
+# 手写的 RNN 单元（教学用，与 nn.RNN 对照）
+# ---------------------------------------------------------------------------
+
+
+class RNNCell(nn.Module):
+    """手写的 Elman RNN 单元，走一步：``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``。
+
+    参数名和初始化都与 ``nn.RNN`` 第 0 层一致（去掉 ``_l0`` 后缀），所以可以把 ``nn.RNN``
+    的权重原样搬过来对照：``cell.load_from(nn_rnn)``。
+
+    参数：
+        input_size: 输入向量维度 I。
+        hidden_size: 隐状态维度 H。
+
+    形状：``cell(x (B, I), h (B, H) 或 None) -> h' (B, H)``。整句用 :func:`unroll`。
+
+    >>> cell = RNNCell(4, 3)
+    >>> cell(torch.randn(2, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))  # (H, I)
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))  # (H, H)
+        self.bias_ih = nn.Parameter(torch.empty(hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(hidden_size))
+        # 与 nn.RNN 相同：所有参数 ~ U(-1/sqrt(H), 1/sqrt(H))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        if h is None:
+            h = x.new_zeros(x.size(0), self.hidden_size)  # (B, H)
+        # x @ W^T 就是 W x 的批量写法：(B, I) @ (I, H) -> (B, H)
+        return torch.tanh(x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh)
+
+    @torch.no_grad()
+    def load_from(self, rnn: nn.RNN, layer: int = 0) -> "RNNCell":
+        """从 ``nn.RNN``（tanh、有偏置、单向）的第 ``layer`` 层复制权重，返回自己。"""
+        if rnn.nonlinearity != "tanh" or not rnn.bias or rnn.bidirectional:
+            raise ValueError(
+                "RNNCell.load_from 只支持 nn.RNN(nonlinearity='tanh', bias=True, bidirectional=False)；"
+                "请用这样的 nn.RNN 做对照。"
+            )
+        if (rnn.input_size if layer == 0 else rnn.hidden_size) != self.input_size or rnn.hidden_size != self.hidden_size:
+            raise ValueError(
+                f"RNNCell(input_size={self.input_size}, hidden_size={self.hidden_size}) 与 nn.RNN 第 {layer} 层的"
+                f"大小（input_size={rnn.input_size}, hidden_size={rnn.hidden_size}）不一致，请用相同的维度构造。"
+            )
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(self, name).copy_(getattr(rnn, f"{name}_l{layer}"))
+        return self
+
+
+def unroll(cell: nn.Module, inputs: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """把单元沿时间展开：对 t = 0..T-1 依次 ``h = cell(x_t, h)``。
+
+    参数：
+        cell: 走一步的单元，``cell(x (B, I), h (B, H)) -> h (B, H)``，例如 :class:`RNNCell`。
+        inputs: (B, T, I)，batch_first，与 ``nn.RNN(batch_first=True)`` 相同。
+        h0: 初始隐状态 (B, H)，默认全 0。
+
+    返回 ``(outputs (B, T, H), h_last (B, H))``，与 ``nn.RNN`` 的 ``(output, h_n[0])`` 对应。
+    """
+    h, outputs = h0, []
+    for t in range(inputs.size(1)):
+        h = cell(inputs[:, t], h)  # (B, H)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1), h  # (B, T, H), (B, H)
+
+
+# ---------------------------------------------------------------------------
+# 共用的小工具
+# ---------------------------------------------------------------------------
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``(B,)`` 的长度 -> ``(B, max_len)`` 的布尔掩码，真实词为 True、补齐位置为 False。
+
+    >>> length_mask(torch.tensor([2, 0]), 3).tolist()
+    [[True, True, False], [False, False, False]]
+    """
+    positions = torch.arange(max_len, device=lengths.device)  # (T,)
+    return positions[None, :] < lengths[:, None]  # (B, T)
+
+
+def check_token_ids(tokens: torch.Tensor, vocab_size: int) -> None:
+    """词编号越界时给出清楚的错误。
+
+    不检查的话，CPU 上只会报 "index out of range in self"，GPU 上则是看不懂的
+    "device-side assert triggered"，而且之后整个 CUDA 进程都不能再用。
+    """
+    if tokens.dtype not in (torch.long, torch.int):
+        raise TypeError(f"tokens 的类型是 {tokens.dtype}，应为 torch.long。请用 aigc_lib.batching 组批，或 tokens.long()。")
+    is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # PyTorch 2.3 起才有
+    if is_compiling() or tokens.numel() == 0:
+        return  # torch.compile 下 .item() 会打断计算图；编译前的第一次运行已经检查过
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"词编号超出范围：出现了 {low if low < 0 else high}，而模型的 vocab_size={vocab_size}"
+            f"（合法编号 0..{vocab_size - 1}）。请用建 Vocab 时的 len(vocab) 作为 vocab_size，"
+            "或在 Vocab 里限制词表大小（未登录词映射到 <unk>）。"
+        )
+
+
+def make_embedding(
+    vocab_size: int,
+    embed_dim: int,
+    padding_idx: int | None,
+    pretrained_embeddings: torch.Tensor | None,
+    freeze_embeddings: bool,
+) -> nn.Embedding:
+    """建词向量层；给了预训练向量 (V, E) 就用它初始化（例如第 04 章训练的 Word2Vec）。"""
+    embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+    if pretrained_embeddings is not None:
+        weights = torch.as_tensor(pretrained_embeddings, dtype=torch.float32)
+        if weights.shape != (vocab_size, embed_dim):
+            raise ValueError(
+                f"pretrained_embeddings 的形状是 {tuple(weights.shape)}，应为 (vocab_size, embed_dim) = "
+                f"({vocab_size}, {embed_dim})。请用同一个 Vocab 导出词向量，并让 embed_dim 等于向量维度。"
+            )
+        with torch.no_grad():
+            embedding.weight.copy_(weights)
+    embedding.weight.requires_grad_(not freeze_embeddings)
+    return embedding
+
+
+# ---------------------------------------------------------------------------
+# RNN / LSTM / GRU 分类器
+# ---------------------------------------------------------------------------
+
+RECURRENT_LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+POOLINGS = ("last", "mean", "max")
+
+
+class RNNClassifier(nn.Module):
+    """词向量 -> RNN / LSTM / GRU -> 池化 -> 线性层，输出每个类别的 logit。
+
+    参数：
+        vocab_size: 词表大小 V（``len(vocab)``）。
+        num_classes: 类别数，默认 2（正面/负面）。输出 logit，配合 ``nn.CrossEntropyLoss``。
+        kind: ``"rnn"`` | ``"lstm"`` | ``"gru"``。
+        embed_dim, hidden_dim: 词向量维度 E、隐状态维度 H。
+        num_layers: 堆叠层数；大于 1 时层与层之间也加 dropout。
+        bidirectional: 是否双向（再从右往左读一遍，特征维度变成 2H）。
+        dropout: 词向量之后、分类层之前（以及层与层之间）的 dropout 比例。
+        pooling: 怎样把一句话变成一个向量：
+            ``"last"`` 最后一个真实词处的隐状态（双向时拼上反向读到第一个词处的状态）；
+            ``"mean"`` / ``"max"`` 对所有真实词位置的输出取平均 / 最大（不算补齐位置）。
+        padding_idx: 补齐用的词编号，默认 0。
+        pretrained_embeddings: 可选的预训练词向量 (V, E)；给了它 embed_dim 就取它的维度。
+        freeze_embeddings: 是否冻结词向量（不训练）。
+        packed: 默认 True，用 pack_padded_sequence 让循环层跳过补齐位置。设为 False 时补齐的 0
+            也会被一步步读进隐状态（Keras 不开 ``mask_zero`` 时就是这样），只为在课上对比这个差别。
+
+    形状：``model(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``。
+
+    >>> model = RNNClassifier(vocab_size=100, kind="gru", bidirectional=True)
+    >>> model(torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1])).shape
+    torch.Size([2, 2])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        kind: str = "rnn",
+        embed_dim: int = 128,
+        hidden_dim: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        pooling: str = "last",
+        padding_idx: int | None = 0,
+        pretrained_embeddings: torch.Tensor | None = None,
+        freeze_embeddings: bool = False,
+        packed: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind not in RECURRENT_LAYERS:
+            raise ValueError(f"RNNClassifier：kind={kind!r} 无效，只能是 {' | '.join(RECURRENT_LAYERS)}。")
+        if pooling not in POOLINGS:
+            raise ValueError(f"RNNClassifier：pooling={pooling!r} 无效，只能是 {' | '.join(POOLINGS)}。")
+        if pretrained_embeddings is not None:
+            embed_dim = int(torch.as_tensor(pretrained_embeddings).shape[1])
+        # 预训练向量本身存在 state_dict 里，config 只记结构，保证 Model(**config) 能重建
+        self.config = dict(
+            vocab_size=vocab_size, num_classes=num_classes, kind=kind, embed_dim=embed_dim,
+            hidden_dim=hidden_dim, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
+            pooling=pooling, padding_idx=padding_idx, pretrained_embeddings=None,
+            freeze_embeddings=freeze_embeddings, packed=packed,
+        )
+        self.kind, self.pooling, self.packed = kind, pooling, packed
+        self.num_layers, self.num_directions = num_layers, 2 if bidirectional else 1
+
+        self.embedding = make_embedding(vocab_size, embed_dim, padding_idx, pretrained_embeddings, freeze_embeddings)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = RECURRENT_LAYERS[kind](
+            embed_dim, hidden_dim, num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,  # 单层时 PyTorch 的 dropout 参数无效还会警告
+        )
+        self.head = nn.Linear(self.num_directions * hidden_dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        check_token_ids(tokens, self.embedding.num_embeddings)
+        B, T = tokens.shape
+        # 空句子当作 1 个补齐词来读，否则 pack_padded_sequence 会报错
+        lengths = torch.as_tensor(lengths).clamp(min=1, max=T)
+        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+
+        if self.packed:
+            # pack 需要 CPU 上的长度；enforce_sorted=False：批内不必按长度排序，输出仍按原顺序
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_out, state = self.rnn(packed)
+        else:
+            out, state = self.rnn(x)  # (B, T, D*H)，补齐位置也被读进了状态
+        h_n = state[0] if self.kind == "lstm" else state  # LSTM 返回 (h_n, c_n)；(L*D, B, H)
+
+        if self.pooling == "last":
+            # h_n 按 (层, 方向) 排列；取最后一层的各个方向，拼成 (B, D*H)
+            last = h_n.view(self.num_layers, self.num_directions, B, -1)[-1]  # (D, B, H)
+            features = last.transpose(0, 1).reshape(B, -1)  # (B, D*H)
+        else:
+            if self.packed:
+                out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=T)  # (B, T, D*H)
+            mask = length_mask(lengths.to(out.device), T).unsqueeze(-1)  # (B, T, 1)
+            if self.pooling == "mean":
+                features = (out * mask).sum(dim=1) / lengths.to(out.device, out.dtype).unsqueeze(-1)  # (B, D*H)
+            else:
+                features = out.masked_fill(~mask, float("-inf")).max(dim=1).values  # (B, D*H)
+        return self.head(self.dropout(features))  # (B, num_classes)
+
+
+# ---------------------------------------------------------------------------
+# 课程大纲 4.2 的 Keras 例子，用 PyTorch 重写
+# ---------------------------------------------------------------------------
+
+
+class KerasStyleLSTM(nn.Module):
+    """课程大纲里的 Keras 模型，逐层对应地用 PyTorch 写出来::
+
+        # Keras 原文
+        model = Sequential([Embedding(10000, 64), LSTM(64),
+                            Dense(64, activation="relu"), Dense(1, activation="sigmoid")])
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+
+    对应关系：Embedding(10000, 64) -> ``nn.Embedding``；LSTM(64) 只返回最后的隐状态 -> ``nn.LSTM``
+    取 h_n；Dense(64, relu) -> ``nn.Linear`` + ReLU；Dense(1, sigmoid) -> ``nn.Linear(64, 1)``，
+    **但不在模型里做 sigmoid**。
+
+    为什么输出 logit、用 ``nn.BCEWithLogitsLoss``，而不是 sigmoid + ``nn.BCELoss``：
+      * 数值稳定：sigmoid 在 float32 里对很大的 logit 会直接得到 1.0，log(1 - 1.0) = log(0)，
+        BCELoss 只好把它截到 -100，梯度也随之消失；BCEWithLogitsLoss 把两步合成
+        ``max(z, 0) - z*y + log(1 + exp(-|z|))``，对任何 logit 都精确。
+      * 混合精度：在 CUDA 的 autocast 下 PyTorch 直接拒绝 BCELoss（报 "unsafe to autocast"），
+        BCEWithLogitsLoss 则没有问题。
+      * 推理时要概率，自己做一次 ``torch.sigmoid(logits)``；判正负只需 ``logits > 0``。
+
+    另一处不同：Keras 的 Embedding 默认 ``mask_zero=False``，LSTM 会把补齐的 0 也读进去；
+    这里用 pack_padded_sequence 跳过补齐位置，相当于 Keras 的 ``mask_zero=True``。
+
+    参数：vocab_size=10000, embed_dim=64, hidden_dim=64, dense_dim=64, padding_idx=0。
+    形状：``model(tokens (B, T), lengths (B,)) -> logits (B,)``；标签要是 float（0.0/1.0），
+    可用 ``make_loader(..., label_dtype=torch.float32)``。
+
+    >>> model = KerasStyleLSTM()
+    >>> logits = model(torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1]))
+    >>> logits.shape
+    torch.Size([2])
+    >>> loss = nn.BCEWithLogitsLoss()(logits, torch.tensor([1.0, 0.0]))
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 10000,
+        embed_dim: int = 64,
+        hidden_dim: int = 64,
+        dense_dim: int = 64,
+        padding_idx: int | None = 0,
+    ) -> None:
+        super().__init__()
+        self.config = dict(
+            vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
+            dense_dim=dense_dim, padding_idx=padding_idx,
+        )
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.dense = nn.Linear(hidden_dim, dense_dim)
+        self.out = nn.Linear(dense_dim, 1)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        check_token_ids(tokens, self.embedding.num_embeddings)
+        lengths = torch.as_tensor(lengths).clamp(min=1, max=tokens.size(1))
+        x = self.embedding(tokens)  # (B, T, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (1, B, H)，每句最后一个真实词处的隐状态
+        hidden = torch.relu(self.dense(h_n[-1]))  # (B, dense_dim)
+        return self.out(hidden).squeeze(-1)  # (B,) logit；概率 = torch.sigmoid(logit)

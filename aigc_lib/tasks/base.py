@@ -1,0 +1,178 @@
+"""任务的公共部分：尺寸（按档位取默认值、命令行覆盖）、训练流程、运行目录的读写。
+
+一次训练写一个运行目录（``--out runs/gru``）::
+
+    runs/gru/best.pt        验证集上最好的一轮（模型、优化器状态、训练记录、重建模型所需的配置）
+    runs/gru/last.pt        最后一轮（用于续训）
+    runs/gru/history.json   每轮的损失、指标、学习率、用时
+    runs/gru/summary.json   任务、模型、尺寸、参数量、最好一轮的验证结果
+
+``config`` 里只放普通的数、字符串、列表和字典，所以检查点能用 ``weights_only=True`` 安全读取。
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint
+from ..distributed import launched_by_torchrun
+from ..runtime import device as pick_device
+from ..runtime import seed_everything
+from ..training import fit, steps_per_epoch, warmup_cosine
+
+
+class TaskError(ValueError):
+    """命令行用户能自己改正的错误（参数不对、文件不存在……），``aigc`` 只打印消息，不打印堆栈。"""
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+class Task:
+    """一个任务 = 数据 + 可选的模型家族 + 损失 + 评估方式。子类填写下面这些属性和方法。"""
+
+    name: str = ""
+    description: str = ""
+    models: tuple[str, ...] = ()
+    monitor: str = "val_loss"  # 选“最好一轮”的指标
+
+    # ---------------------------------------------------------------- 子类实现
+    def defaults(self, model: str) -> dict:
+        """按当前档位（smoke / cpu / gpu）给出的默认尺寸与超参数。"""
+        raise NotImplementedError
+
+    def prepare(self, sizes: dict) -> tuple[object, object, dict]:
+        """返回 ``(train_loader, val_loader, artifacts)``；artifacts 是预测时也要用的东西（如词表）。"""
+        raise NotImplementedError
+
+    def build_model(self, model: str, sizes: dict, artifacts: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def model_class(self, model: str) -> type[nn.Module]:
+        raise NotImplementedError
+
+    def fit_options(self, sizes: dict) -> dict:
+        """传给 ``fit`` 的任务相关参数：loss_fn / step / metrics / predict。"""
+        return {}
+
+    def evaluate(self, model: nn.Module, config: dict, split: str, device: torch.device) -> dict:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, config: dict, inputs: list[str], device: torch.device) -> list[dict]:
+        raise NotImplementedError
+
+    def format_prediction(self, row: dict) -> str:
+        """``aigc predict`` 不加 ``--json`` 时，一条预测结果打印成一行。"""
+        return "\t".join(str(v) for v in row.values())
+
+    # ---------------------------------------------------------------- 公共流程
+    def check_model(self, model: str) -> None:
+        if model not in self.models:
+            raise TaskError(
+                f"任务 {self.name} 没有模型 {model!r}。可选：{', '.join(self.models)}。"
+            )
+
+    def sizes(self, model: str, overrides: dict | None = None) -> dict:
+        """默认尺寸加上命令行覆盖的值；覆盖一个本任务不用的参数会报错，免得以为它生效了。"""
+        self.check_model(model)
+        sizes = dict(self.defaults(model))
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key not in sizes:
+                flag = "--" + key.replace("_", "-")
+                raise TaskError(
+                    f"任务 {self.name} 的模型 {model} 不使用参数 {flag}。"
+                    f"可以调整的有：{', '.join('--' + k.replace('_', '-') for k in sizes)}。"
+                )
+            sizes[key] = value
+        return sizes
+
+    def train(self, model_name: str, out: str | Path, *, overrides: dict | None = None, device=None,
+              amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True) -> dict:
+        """训练一个模型并把检查点、训练记录写进 ``out``；返回 summary（也写入 summary.json）。"""
+        sizes = self.sizes(model_name, overrides)
+        seed_everything(seed)
+        dev = pick_device(device)
+        train_loader, val_loader, artifacts = self.prepare(sizes)
+        model = self.build_model(model_name, sizes, artifacts)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=sizes["lr"], weight_decay=sizes.get("weight_decay", 0.01))
+        total_steps = steps_per_epoch(train_loader) * sizes["epochs"]
+        scheduler = warmup_cosine(optimizer, warmup_steps=max(1, total_steps // 20), total_steps=total_steps,
+                                  min_lr_ratio=0.1)
+        config = {
+            "task": self.name,
+            "model": model_name,
+            "model_config": _plain(model.config),
+            "sizes": _plain(sizes),
+            "artifacts": _plain(artifacts),
+            "seed": seed,
+        }
+        out = Path(out)
+        history = fit(model, train_loader, val_loader, epochs=sizes["epochs"], optimizer=optimizer,
+                      scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
+                      monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
+                      config=config, progress=progress, **self.fit_options(sizes))
+        summary = {
+            "task": self.name,
+            "model": model_name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "epochs_run": len(history),
+            "best": history.best(self.monitor) if len(history) else None,
+            "train_seconds": round(sum(r.get("time", 0.0) for r in history.records), 1),
+            "device": str(dev),
+            "world_size": torch.distributed.get_world_size() if launched_by_torchrun()
+            and torch.distributed.is_initialized() else 1,
+            "sizes": _plain(sizes),
+        }
+        if _is_main_process():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "history.json").write_text(json.dumps(history.to_dict(), ensure_ascii=False, indent=1), "utf-8")
+            (out / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=1), "utf-8")
+        return summary
+
+
+def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:
+    """读取一次训练的结果：返回 ``(task, model, config)``，模型已在 eval 模式、放到 device 上。
+
+    ``run_dir`` 可以是运行目录（优先读 best.pt，没有就读 last.pt），也可以直接是 .pt 文件。
+    """
+    from . import get_task  # 避免循环导入
+
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.is_file():
+        raise TaskError(
+            f"找不到训练结果 {run_dir}（需要其中的 best.pt 或 last.pt）。"
+            "请先运行 aigc train --task ... --model ... --out 这个目录。"
+        )
+    ckpt = load_checkpoint(path)
+    config = ckpt.get("config") or {}
+    if "task" not in config or "model_config" not in config:
+        raise TaskError(f"{path} 不是 aigc train 写出的检查点（缺少 task / model_config），无法重建模型。")
+    task = get_task(config["task"])
+    model = task.model_class(config["model"])(**config["model_config"])
+    load_checkpoint(path, model)
+    dev = pick_device(device)
+    return task, model.to(dev).eval(), config
+
+
+def _plain(value):
+    """把配置变成只含 int/float/str/bool/None/list/dict 的结构（weights_only 与 JSON 都能存）。"""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

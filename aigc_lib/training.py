@@ -1,0 +1,803 @@
+"""一个 fit 训练所有模型：分类器、序列标注、语言模型、seq2seq 用的是同一个循环。
+
+各种模型唯一的区别是“一个批次怎么变成损失”，所以那是唯一的钩子::
+
+    history = fit(model, train_loader, val_loader, epochs=5,
+                  optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                  loss_fn=nn.CrossEntropyLoss(),                 # 或 step=...
+                  metrics={"accuracy": accuracy_score})           # 在整个验证集上算
+    history.plot(); history.best("val_loss")
+
+批次的约定：DataLoader 给出元组/列表，最后一个元素是目标，前面的都是模型输入。
+    分类：(tokens, lengths, labels)，model(tokens, lengths) -> (B, C) logits
+    语言模型：(x, y)，model(x) -> (B, T, V) logits；默认损失会把 B、T 两维摊平
+默认一步就是 ``outputs = model(*inputs); loss = loss_fn(outputs, target)``。损失不是
+(outputs, target) 的函数时（CRF 负对数似然、skip-gram），传 ``step(model, batch)``，返回 loss，
+或返回 (loss, outputs, target) 以便算验证指标。
+
+fit 负责其余一切：设备、混合精度、梯度裁剪与累积、按优化步调整学习率、早停、检查点与续训、
+NaN 检查、Ctrl-C、torchrun 多进程（见 distributed.py）、进度条和训练记录 History。
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+
+from . import distributed
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .plotting import progress, progress_mode
+
+
+# ---------------------------------------------------------------- 学习率调度（按优化步计数）
+
+
+def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
+    """先线性预热，再按余弦曲线把学习率降到 ``min_lr_ratio`` × 初始学习率。
+
+    第 s 个优化步（从 0 数）的学习率 = 初始学习率 × 倍数：
+        s < warmup_steps:  (s + 1) / warmup_steps
+        之后:              r + (1 - r) · (1 + cos(π·p)) / 2,   p = (s - warmup_steps) / (total_steps - warmup_steps)
+    p 超过 1 后保持在最低值。fit 每做一次 optimizer.step() 就调一次 scheduler.step()，所以
+    total_steps 要按优化步算：``steps_per_epoch(train_loader, accumulate) * epochs``。
+
+    例：``sched = warmup_cosine(opt, warmup_steps=100, total_steps=2000, min_lr_ratio=0.1)``
+    """
+    _check_schedule(warmup_steps, total_steps, min_lr_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_linear(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
+    """先线性预热，再线性降到 ``min_lr_ratio`` × 初始学习率（BERT 的做法）。
+
+    预热段与 warmup_cosine 相同；之后倍数 = 1 - (1 - r) · p，p 的定义同上。
+    例：``sched = warmup_linear(opt, warmup_steps=100, total_steps=2000)``
+    """
+    _check_schedule(warmup_steps, total_steps, min_lr_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 1 - (1 - min_lr_ratio) * p
+
+    return LambdaLR(optimizer, factor)
+
+
+def _check_schedule(warmup_steps, total_steps, min_lr_ratio) -> None:
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"需要 0 <= warmup_steps <= total_steps，收到 warmup_steps={warmup_steps}、total_steps={total_steps}。")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio 是最终学习率与初始学习率之比，应在 [0, 1] 内，收到 {min_lr_ratio}。")
+
+
+def steps_per_epoch(loader, accumulate: int = 1) -> int:
+    """每轮有几个优化步：批次数 / accumulate（向上取整，最后不满的一组也更新一次）。
+
+    在 torchrun 下按“每个进程分到的批次数”计算，所以同一个脚本单进程、多进程都算得对。
+    例：``total = steps_per_epoch(train_loader, accumulate=4) * epochs``
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed.launched_by_torchrun() else 1
+    return -(-distributed.batches_per_rank(loader, world) // accumulate)
+
+
+# ---------------------------------------------------------------- 训练记录
+
+
+def _infer_mode(monitor: str, mode: str | None = None) -> str:
+    """名字里有 loss / error / perplexity / ppl 的越小越好，其余（accuracy、f1……）越大越好。"""
+    if mode in ("min", "max"):
+        return mode
+    if mode is not None:
+        raise ValueError(f"mode 只能是 'min'、'max' 或 None（按名字推断），收到 {mode!r}。")
+    name = monitor.lower()
+    return "min" if any(word in name for word in ("loss", "error", "perplexity", "ppl")) else "max"
+
+
+class History:
+    """训练记录：每轮一条 dict。``history["val_loss"]`` 是各轮验证损失组成的列表。
+
+    每条记录的键：epoch（从 1 数）、train_loss、val_loss（有验证集时）、val_<指标名>、
+    lr（本轮结束时的学习率）、time（本轮秒数，含验证）、items_per_s（训练吞吐，样本/秒）。
+    ``stop_reason`` 是 None、"early_stopping" 或 "interrupted"。
+
+    >>> h = History([{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.7}])
+    >>> h["val_loss"], h.best("val_loss")["epoch"]
+    ([0.9, 0.7], 2)
+    """
+
+    def __init__(self, records=None, stop_reason: str | None = None) -> None:
+        self.records = [dict(r) for r in records or []]
+        self.stop_reason = stop_reason
+
+    def append(self, record: dict) -> None:
+        self.records.append(dict(record))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def keys(self) -> list[str]:
+        seen = {}
+        for record in self.records:
+            seen.update(dict.fromkeys(record))
+        return list(seen)
+
+    def __getitem__(self, key: str) -> list:
+        if key not in self.keys():
+            raise KeyError(f"训练记录里没有 {key!r}。可用的键：{', '.join(self.keys()) or '（还没有记录）'}")
+        return [record.get(key) for record in self.records]
+
+    def best(self, monitor: str = "val_loss", mode: str | None = None) -> dict:
+        """最好的一轮的记录（一个 dict，含 "epoch"）。mode 省略时按名字推断（见 _infer_mode）。"""
+        mode = _infer_mode(monitor, mode)
+        scored = [r for r in self.records if isinstance(r.get(monitor), (int, float)) and not math.isnan(r[monitor])]
+        if not scored:
+            raise KeyError(f"训练记录里没有 {monitor!r} 的有效数值。可用的键：{', '.join(self.keys())}")
+        pick = min if mode == "min" else max
+        return dict(pick(scored, key=lambda r: r[monitor]))
+
+    def to_dict(self) -> dict:
+        """普通 dict（可存进 weights_only 检查点或 json）。"""
+        return {"records": [dict(r) for r in self.records], "stop_reason": self.stop_reason}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "History":
+        data = data or {}
+        return cls(data.get("records"), data.get("stop_reason"))
+
+    def __repr__(self) -> str:
+        if not self.records:
+            return "History(还没有记录)"
+        last = self.records[-1]
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+        return f"History({len(self)} 轮; 最后一轮: {shown})"
+
+    def plot(self, fig=None):
+        """画损失曲线（左）和验证指标（右），中文标签；返回 matplotlib Figure。
+
+        notebook 里写 ``history.plot(); plt.show()``。传入 fig 时清空后在其上重画（实时曲线用）。
+        """
+        import matplotlib.pyplot as plt
+
+        metric_keys = [k for k in self.keys() if k.startswith("val_") and k != "val_loss"]
+        if fig is None:
+            fig = plt.figure(figsize=(10 if metric_keys else 5.5, 3.6))
+        fig.clear()
+        axes = fig.subplots(1, 2 if metric_keys else 1, squeeze=False)[0]
+        epochs = self["epoch"] if self.records else []
+        ax = axes[0]
+        for key, label in (("train_loss", "训练损失"), ("val_loss", "验证损失")):
+            if key in self.keys():
+                ax.plot(epochs, self[key], marker="o", label=label)
+        ax.set(xlabel="轮次", ylabel="损失", title="损失曲线")
+        if "val_loss" in self.keys() and len(self):
+            best = self.best("val_loss")["epoch"]
+            ax.axvline(best, color="gray", linestyle=":", label=f"最佳（第 {best} 轮）")
+        ax.legend()
+        if metric_keys:
+            for key in metric_keys:
+                axes[1].plot(epochs, self[key], marker="o", label="验证 " + key[len("val_") :])
+            axes[1].set(xlabel="轮次", ylabel="指标", title="验证指标")
+            axes[1].legend()
+        for ax in axes:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        fig.tight_layout()
+        return fig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """损失变成了 NaN 或无穷大，继续训练没有意义。"""
+
+
+# ---------------------------------------------------------------- 一个批次 -> 损失
+
+
+def move_to_device(batch, device: torch.device):
+    """把批次里的张量（可以嵌套在元组、列表、字典里）搬到 device，其余原样返回。"""
+    if isinstance(batch, torch.Tensor):
+        # GPU 上用 non_blocking：配合 pin_memory=True，拷贝与计算可以重叠
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)  # namedtuple 也行
+    return batch
+
+
+def flat_cross_entropy(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """默认损失：把 logits 的最后一维当类别，其余维摊平后算交叉熵；目标为 -100 的位置忽略。
+
+    分类 (B, C) 与 (B,)、语言模型 (B, T, V) 与 (B, T) 都适用。
+    """
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), target.reshape(-1))
+
+
+def _default_predict(outputs, target):
+    """logits 比目标多一维（分类、逐词标注、语言模型）时取 argmax，否则把输出当作预测。"""
+    if torch.is_floating_point(outputs) and outputs.ndim == target.ndim + 1:
+        return outputs.argmax(-1)
+    return outputs
+
+
+def _count_items(target) -> int:
+    """一个批次算几个样本：目标的第一维（分类是句子数，语言模型是序列数）。"""
+    if isinstance(target, torch.Tensor):
+        return target.shape[0] if target.ndim else 1
+    return len(target) if isinstance(target, (list, tuple)) else 1
+
+
+def _resolve_amp(amp, dev: torch.device):
+    """amp 设置 -> autocast 的 dtype（None 表示不用混合精度）。"""
+    choice = "off" if amp in (None, False) else str(amp).lower()
+    if choice == "off":
+        return None
+    if choice == "auto":
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if dev.type == "cpu" else None  # mps：自动模式下不开
+    if choice == "bf16":
+        if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("这块 GPU 不支持 bf16。请用 amp='fp16'（会自动配 GradScaler）或 amp='auto'。")
+        return torch.bfloat16
+    if choice == "fp16":
+        if dev.type == "cpu":
+            raise ValueError("CPU 上的混合精度请用 amp='bf16'（或 'auto'）；fp16 需要 GPU。")
+        return torch.float16
+    raise ValueError(f"amp 只能是 'off'、'bf16'、'fp16' 或 'auto'，收到 {amp!r}。")
+
+
+class _StepRunner:
+    """一个批次 -> (loss, outputs, target)，训练和验证共用。"""
+
+    def __init__(self, loss_fn, step, dev: torch.device, amp_dtype) -> None:
+        if loss_fn is None and step is None:
+            loss_fn = flat_cross_entropy
+        self.loss_fn, self.step, self.device, self.amp_dtype = loss_fn, step, dev, amp_dtype
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def __call__(self, model, batch):
+        if self.step is not None:
+            out = self.step(model, batch)
+            if isinstance(out, (tuple, list)):
+                if len(out) != 3:
+                    raise ValueError("step(model, batch) 应返回 loss，或 (loss, outputs, target) 三个值。")
+                loss, outputs, target = out
+            else:
+                loss, outputs = out, None
+                target = batch[-1] if isinstance(batch, (tuple, list)) else None
+        else:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise TypeError(
+                    "默认的一步要求每个批次是 (输入1, ..., 目标) 这样的元组或列表，最后一个元素是目标；"
+                    f"收到 {type(batch).__name__}。请调整 Dataset/collate_fn，或传入 step=自定义函数。"
+                )
+            *inputs, target = batch
+            outputs = model(*inputs)
+            loss = self.loss_fn(outputs, target)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise ValueError(
+                "损失必须是一个标量张量（0 维）。若 loss_fn 用了 reduction='none'，请先 .mean()；"
+                f"收到 {type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}。"
+            )
+        return loss, outputs, target
+
+
+# ---------------------------------------------------------------- 验证
+
+
+@torch.no_grad()
+def _evaluate(model, loader, runner: _StepRunner, ctx, metrics=None, predict=None, ignore_index=-100) -> dict:
+    """在整个数据集上算 {"loss": 按样本数加权的平均损失, 指标名: 值}（多进程时汇总所有进程）。"""
+    model.eval()
+    loss_sum, items = torch.zeros((), device=runner.device), 0
+    trues, preds = [], []
+    for batch in loader:
+        batch = move_to_device(batch, runner.device)
+        with runner.autocast():
+            loss, outputs, target = runner(model, batch)
+        n = _count_items(target)
+        loss_sum += loss.float() * n
+        items += n
+        if metrics:
+            if outputs is None or target is None:
+                raise ValueError("要计算验证指标，step 需要返回 (loss, outputs, target)。")
+            y_pred = predict(outputs) if predict else _default_predict(outputs, target)
+            y_true, y_pred = target.reshape(-1), y_pred.reshape(-1)
+            if y_true.numel() != y_pred.numel():
+                raise ValueError(
+                    f"predict 的结果有 {y_pred.numel()} 个元素，目标有 {y_true.numel()} 个。"
+                    "请传入 predict=函数，把模型输出变成与目标形状相同的预测（例如 lambda o: o.argmax(-1)）。"
+                )
+            keep = y_true != ignore_index  # 填充位置（默认 -100，与 CrossEntropyLoss 一致）不计入指标
+            trues.append(y_true[keep])
+            preds.append(y_pred[keep])
+    total_loss, total_items = ctx.sum([loss_sum, items])
+    result = {"loss": total_loss / max(total_items, 1)}
+    if metrics:
+        # 先把所有预测收集到 CPU，再对整个验证集调用一次指标函数：F1 这类指标不能按批平均
+        local = (torch.cat(trues).cpu(), torch.cat(preds).cpu()) if trues else None  # 这个进程可能一批也没分到
+        gathered = [pair for pair in ctx.gather(local) if pair is not None]
+        y_true = torch.cat([t for t, _ in gathered])
+        y_pred = torch.cat([p for _, p in gathered])
+        for name, fn in metrics.items():
+            result[name] = float(fn(y_true, y_pred))
+    return result
+
+
+def evaluate(model, loader, loss_fn=None, *, step=None, metrics=None, predict=None, ignore_index=-100,
+             device=None, amp="off") -> dict:
+    """在整个数据集上评估模型，返回 ``{"loss": 平均损失, 指标名: 值, ...}``。
+
+    损失按样本数加权平均（最后一个小批次不会被多算）。指标函数 ``fn(y_true, y_pred) -> float``
+    在收集完整个数据集的预测后只调用一次，参数是一维 CPU 张量（scikit-learn 的函数可以直接用）；
+    目标等于 ignore_index 的位置（填充）被去掉。predict 把模型输出变成预测，默认 argmax(-1)。
+
+    例：``evaluate(model, test_loader, nn.CrossEntropyLoss(), metrics={"acc": accuracy_score})``
+    """
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    runner = _StepRunner(loss_fn, step, dev, _resolve_amp(amp, dev))
+    was_training = model.training
+    try:
+        return _evaluate(model, loader, runner, distributed.DistContext(device=dev), metrics, predict, ignore_index)
+    finally:
+        model.train(was_training)  # 评估完恢复原来的 train/eval 状态
+
+
+# ---------------------------------------------------------------- 早停与实时曲线
+
+
+class _EarlyStopping:
+    """记住 monitor 的最好值；连续 patience 轮没有改进就该停了。"""
+
+    def __init__(self, monitor: str, mode: str, patience: int | None, min_delta: float) -> None:
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best, self.best_epoch, self.bad_epochs = None, 0, 0
+
+    def update(self, record: dict) -> bool:
+        """记录一轮的结果，返回这一轮是否是新的最好。"""
+        value = record[self.monitor]
+        if self.best is None:
+            better = not math.isnan(value)
+        elif self.mode == "min":
+            better = value < self.best - self.min_delta
+        else:
+            better = value > self.best + self.min_delta
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, record["epoch"], 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+
+class _LivePlot:
+    """JupyterLab 里每轮在同一个输出位置重画损失曲线。终端和 CI 里不创建（见 fit 里的判断）。"""
+
+    def __init__(self) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.display = display
+        self.fig = plt.figure(figsize=(10, 3.6))
+        plt.close(self.fig)  # 不再是“当前图”：单元格结束时 inline 后端不会再多画一张
+        self.handle = None
+
+    def update(self, history: History) -> None:
+        history.plot(fig=self.fig)
+        if self.handle is None:
+            self.handle = self.display(self.fig, display_id=True)
+        else:
+            self.handle.update(self.fig)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer, loss_fn=None, step=None,
+        device=None, amp="off", clip_grad_norm: float | None = None, accumulate: int = 1, scheduler=None,
+        metrics: dict | None = None, predict=None, ignore_index: int = -100, monitor: str = "val_loss",
+        mode: str | None = None, patience: int | None = None, min_delta: float = 0.0, restore_best: bool = False,
+        compile=False, checkpoint_dir=None, resume=None, config: dict | None = None, progress: bool = True,
+        live_plot: bool = False, log_every: int | None = None) -> History:
+    """训练 ``model`` ``epochs`` 轮，返回 History。模型在原处被训练（参数搬到 device 上）。
+
+    数据与损失：
+        train_loader / val_loader: DataLoader（或任何可迭代的批次序列）；批次的最后一个元素是目标。
+        loss_fn(outputs, target): 默认 flat_cross_entropy（分类和语言模型都适用）。
+        step(model, batch): 替代默认的一步，返回 loss 或 (loss, outputs, target)；batch 已在
+            device 上。多进程时请通过 model(...) 调用前向——DDP 只在 forward 里安排梯度同步。
+        吞吐（items_per_s）与加权平均按“样本数”= 目标的第一维计算（step 只返回 loss 时取 batch[-1]）。
+    验证指标：
+        metrics: {"accuracy": fn}，fn(y_true, y_pred) 在整个验证集上只调用一次（一维 CPU 张量），
+            记录为 "val_accuracy"。predict(outputs) 把输出变成预测，默认 argmax(-1)；
+            目标为 ignore_index 的位置（填充）不计入。val_loss 按样本数加权平均。
+    优化：
+        amp: "off" | "bf16" | "fp16" | "auto"（CPU 用 bf16；CUDA 支持 bf16 就用 bf16，否则 fp16 + GradScaler）。
+        clip_grad_norm: 梯度总范数上限（fp16 下先 unscale 再裁剪）。
+        accumulate: 累积 k 个小批次再更新一次；每个小批次的损失除以组内批数，等价于一个 k 倍大的批次；
+            每轮最后凑不满 k 个的一组也会更新。
+        scheduler: 每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用。
+        compile: True 时用 torch.compile 包装模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。
+    早停与检查点：
+        monitor: "val_loss"、"train_loss" 或 "val_<指标名>"（没有验证集时 "val_loss" 改用 "train_loss"）。
+        mode: "min"/"max"，省略时名字含 loss 的越小越好、其余越大越好。
+        patience: 连续这么多轮没有改进（超过 min_delta）就停止；None 表示不早停。
+        restore_best: 训练结束（含早停、中断）时把模型恢复到 monitor 最好的那一轮。
+        checkpoint_dir: 每轮写 last.pt，monitor 变好时写 best.pt。config: 一起存下的模型超参数。
+        resume: 检查点路径（或目录，读其中 last.pt）；True 表示“checkpoint_dir/last.pt 存在就从它继续”。
+            恢复模型、优化器、调度器、GradScaler、训练记录和随机数状态，从下一轮（或中断的那一批）继续，
+            epochs 是总轮数。CPU 上续训与一口气训练完得到相同的权重。
+    显示：
+        progress: 每轮一个进度条（损失、学习率、样本/秒）和一行小结；False 时完全安静。
+        live_plot: 在 Jupyter 里每轮更新一张损失曲线；终端里忽略。
+        log_every: 每隔多少个批次读一次损失（检查 NaN、刷新进度条）。在 GPU 上读取会让 CPU 等 GPU，
+            所以默认 GPU 上 25 批一次、CPU 上每批一次（CPU 上读取没有代价，且能在 NaN 污染权重前停下）。
+
+    出错时：损失出现 NaN/inf 抛出 NonFiniteLossError（指出第几轮第几批）；Ctrl-C 时保存 last.pt
+    （有 checkpoint_dir 时）并返回目前的 History。在 torchrun 下自动做分布式训练，见 distributed.py。
+
+    例::
+
+        sched = warmup_cosine(opt, 100, steps_per_epoch(train_dl) * 10)
+        history = fit(model, train_dl, val_dl, epochs=10, optimizer=opt, scheduler=sched,
+                      metrics={"accuracy": accuracy_score}, monitor="val_accuracy", patience=3,
+                      restore_best=True, checkpoint_dir="runs/lstm")
+    """
+    loop = _FitLoop(model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
+                    step=step, device=device, amp=amp, clip_grad_norm=clip_grad_norm, accumulate=accumulate,
+                    scheduler=scheduler, metrics=metrics, predict=predict, ignore_index=ignore_index,
+                    monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
+                    restore_best=restore_best, compile=compile, checkpoint_dir=checkpoint_dir, resume=resume,
+                    config=config, progress=progress, live_plot=live_plot, log_every=log_every)
+    return loop.run()
+
+
+class _FitLoop:
+    """fit 的全部状态。拆成几个方法，只是为了每一段都能一口气读完。"""
+
+    def __init__(self, model, train_loader, val_loader, *, epochs, optimizer, loss_fn, step, device, amp,
+                 clip_grad_norm, accumulate, scheduler, metrics, predict, ignore_index, monitor, mode,
+                 patience, min_delta, restore_best, compile, checkpoint_dir, resume, config, progress,
+                 live_plot, log_every) -> None:
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs 应是正整数，收到 {epochs!r}。")
+        if not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"accumulate 应是正整数（每几个小批次更新一次参数），收到 {accumulate!r}。")
+        if metrics and "loss" in metrics:
+            raise ValueError("指标名不能叫 'loss'（会与 val_loss 重名），请换一个名字。")
+        self.epochs, self.optimizer, self.scheduler = epochs, optimizer, scheduler
+        self.clip, self.accumulate = clip_grad_norm, accumulate
+        self.metrics, self.predict, self.ignore_index = metrics or {}, predict, ignore_index
+        self.restore_best, self.config, self.show = restore_best, config, progress
+
+        # 设备与进程：torchrun 下初始化进程组；模型参数原地搬到设备上，优化器仍指向同一批参数
+        self.ctx = distributed.setup(device)
+        self.device = self.ctx.device
+        self.model = model.to(self.device)
+        amp_dtype = _resolve_amp(amp, self.device)
+        self.runner = _StepRunner(loss_fn, step, self.device, amp_dtype)
+        # fp16 的范围小，梯度容易下溢成 0，需要 GradScaler 先放大损失；bf16 范围与 fp32 相同，不需要
+        use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.log_every = log_every or (1 if self.device.type == "cpu" else 25)
+
+        # 训练进度：续训时从检查点恢复
+        self.history = History()
+        self.epoch, self.global_step = 0, 0  # 已完成的轮数、已做的优化步数
+        self.partial = None  # Ctrl-C 时停在一轮中间的位置
+        self.generators = _loader_generators(train_loader)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        resume_path = self._resume_path(resume)
+        if resume_path is not None:
+            self._restore(resume_path)
+
+        self.monitor = self._resolve_monitor(monitor, val_loader)
+        self.stopper = _EarlyStopping(self.monitor, _infer_mode(self.monitor, mode), patience, min_delta)
+        for record in self.history.records:
+            self.stopper.update(record)
+        self.best_state = self._initial_best_state(resume_path)
+
+        # 包装：DDP 负责同步梯度，torch.compile 负责加速；保存检查点时总是用原模型 self.model
+        self.ddp = distributed.wrap_model(self.model, self.ctx) if self.ctx.enabled else None
+        self.train_model = self.ddp if self.ddp is not None else self.model
+        if compile:
+            self.train_model = torch.compile(self.train_model, **(compile if isinstance(compile, dict) else {}))
+        # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
+        self.eval_model = self.model if self.ctx.enabled else self.train_model
+        self.train_loader = distributed.shard_loader(train_loader, self.ctx, train=True)
+        self.val_loader = distributed.shard_loader(val_loader, self.ctx, train=False)
+        # 只在进度条显示为控件（JupyterLab）时画实时曲线：终端里不产生图，CI 里也不画
+        show_live = live_plot and progress and self.ctx.is_main and progress_mode() == "widget"
+        self.live = _LivePlot() if show_live else None
+
+    # ---- 主循环
+
+    def run(self) -> History:
+        if self.epoch >= self.epochs:
+            self._say(f"检查点已训练完 {self.epoch} 轮，不少于 epochs={self.epochs}，没有继续训练。")
+        for epoch in range(self.epoch + 1, self.epochs + 1):
+            started = time.perf_counter()
+            try:
+                train_loss, items_per_s = self._train_epoch(epoch)
+                val = self._validate() if self.val_loader is not None else {}
+                self.epoch_end_rng = rng_state(self.generators)  # 下一轮从这个随机数状态开始
+                record = {"epoch": epoch, "train_loss": train_loss, **{"val_" + k: v for k, v in val.items()},
+                          "lr": self.optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started,
+                          "items_per_s": items_per_s}
+                self.history.append(record)
+                self.epoch, self.partial = epoch, None
+                self._end_of_epoch(record)
+            except KeyboardInterrupt:
+                self._on_interrupt(epoch)
+                break
+            if self.stopper.should_stop:
+                self.history.stop_reason = "early_stopping"
+                self._say(f"提前停止：{self.monitor} 已连续 {self.stopper.patience} 轮没有改进，"
+                          f"最好的是第 {self.stopper.best_epoch} 轮（{self.stopper.best:.4f}）。")
+                break
+        if self.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self._say(f"已把模型恢复到第 {self.stopper.best_epoch} 轮（{self.monitor} 最好）的权重。")
+        return self.history
+
+    def _end_of_epoch(self, record: dict) -> None:
+        """早停计数、按轮调整的学习率、记住最好的权重、写检查点、显示。"""
+        improved = self.stopper.update(record)
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(record[self.monitor])
+        if improved and self.restore_best:
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        if self.checkpoint_dir is not None and self.ctx.is_main:
+            last = self.checkpoint_dir / "last.pt"
+            self._checkpoint(last, rng=self.epoch_end_rng)
+            if improved:
+                shutil.copyfile(last, self.checkpoint_dir / "best.pt")
+        self._report(record)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        """训练一轮，返回 (按样本加权的平均训练损失, 样本/秒)；多进程时是所有进程的汇总。"""
+        model, k = self.train_model, self.accumulate
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        _set_epoch(self.train_loader, epoch)
+        n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        self.done = None  # 在“跳过已训练批次”的过程中被打断时，检查点保持原样
+        batches, self.first_batch = self._epoch_batches()
+        bar = None
+        if self.show and self.ctx.is_main:
+            batches = bar = progress(batches, total=n_batches, initial=self.first_batch, leave=False,
+                                     desc=f"第 {epoch}/{self.epochs} 轮", unit="批")
+
+        # 每批的损失以张量形式留在设备上，每 log_every 批才读出一次：在 GPU 上每次 .item()
+        # 都会让 CPU 停下来等 GPU 算完。读出时检查 NaN，并累加 损失×样本数 与样本数。
+        self.losses: list[tuple[torch.Tensor, int]] = []
+        self.before = self.partial or {"batch": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0}
+        self.done = {"batch": self.first_batch, "seconds": self.before["seconds"]}  # 最近一次更新参数时
+        read_sum, read_items, checked, shown = self.before["loss_sum"], self.before["items"], 0, 0.0
+        started = time.perf_counter() - self.before["seconds"]
+        i = self.first_batch - 1
+        try:
+            for i, batch in enumerate(batches, start=self.first_batch):
+                batch = move_to_device(batch, self.device)
+                group_start = i - i % k
+                group_size = min(k, n_batches - group_start) if n_batches else k
+                updates = i + 1 - group_start == group_size  # 本组最后一批：做完就更新参数
+                # 累积中的批次不必在进程间同步梯度，更新前的最后一批同步一次就够了
+                with self.ddp.no_sync() if self.ddp is not None and not updates else nullcontext():
+                    with self.runner.autocast():
+                        loss, _, target = self.runner(model, batch)
+                    self.losses.append((loss.detach(), _count_items(target)))
+                    if len(self.losses) - checked >= self.log_every:  # 在 backward 之前检查
+                        loss_sum, items = self._read_losses(checked, epoch)
+                        read_sum, read_items, checked = read_sum + loss_sum, read_items + items, len(self.losses)
+                        if bar is not None and time.perf_counter() - shown > 0.5:  # 半秒刷新一次就够
+                            shown = time.perf_counter()
+                            bar.set_postfix(loss=f"{read_sum / read_items:.4f}",
+                                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                            refresh=False, **{"样本/秒": f"{read_items / (shown - started):.0f}"})
+                    if group_size > 1:
+                        loss = loss / group_size  # k 个小批次的平均梯度 = 一个 k 倍大批次的梯度
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                if updates:
+                    self._optimizer_step()
+                    self.done = {"batch": i + 1, "seconds": time.perf_counter() - started}
+            if i + 1 > self.done["batch"]:  # 没有 len 的数据源：最后凑不满 k 批的一组也更新一次
+                self._optimizer_step()
+                self.done = {"batch": i + 1, "seconds": time.perf_counter() - started}
+            loss_sum, items = self._read_losses(checked, epoch)
+            read_sum, read_items = read_sum + loss_sum, read_items + items
+        finally:
+            if bar is not None:
+                bar.close()
+        # 验证集的 DataLoader 也会消耗随机数；验证中被打断时，要恢复的是此刻的状态
+        self.done["rng"] = rng_state(self.generators)
+        seconds = time.perf_counter() - started
+        total_loss, total_items = self.ctx.sum([read_sum, read_items])
+        return total_loss / max(total_items, 1), total_items / max(seconds, 1e-9)
+
+    def _read_losses(self, first: int, epoch: int) -> tuple[float, int]:
+        """读出 self.losses[first:]（一次同步），有 NaN/inf 就停下并指出是哪一批；返回 (损失×样本数之和, 样本数)。"""
+        chunk = self.losses[first:]
+        if not chunk:
+            return 0.0, 0
+        values = [chunk[0][0].item()] if len(chunk) == 1 else torch.stack([l for l, _ in chunk]).float().tolist()
+        for j, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"第 {epoch} 轮第 {self.first_batch + first + j + 1} 批（第 {self.global_step + 1} 个优化步附近）"
+                    f"的损失是 {value}，训练已停止。可以试试：\n"
+                    "  1) 把学习率调小（例如除以 10），或用 warmup_cosine 先预热；\n"
+                    "  2) 传 clip_grad_norm=1.0 裁剪梯度；\n"
+                    "  3) 传 amp='off' 关掉混合精度（fp16 的数值范围很小）；\n"
+                    "  4) 检查数据和损失函数的输入里有没有 NaN、log(0) 或除以 0。"
+                )
+        return sum(v * n for v, (_, n) in zip(values, chunk)), sum(n for _, n in chunk)
+
+    def _epoch_batches(self):
+        """本轮的批次迭代器和起始批号。从 Ctrl-C 的检查点续训时，重放同样的顺序并跳过已训练的批次。"""
+        if self.partial is None:
+            self.epoch_rng = rng_state(self.generators)  # 中断时要靠它重放本轮的数据顺序
+            return iter(self.train_loader), 0
+        self.epoch_rng = self.partial["epoch_rng"]
+        set_rng_state(self.epoch_rng, self.generators)
+        batches = iter(self.train_loader)
+        for _ in range(self.partial["batch"]):
+            next(batches)
+        set_rng_state(self.partial["rng"], self.generators)  # 回到中断那一刻的随机数状态
+        return batches, self.partial["batch"]
+
+    def _optimizer_step(self) -> None:
+        params = self.model.parameters()
+        if self.scaler is not None:
+            if self.clip is not None:
+                self.scaler.unscale_(self.optimizer)  # 先还原真实梯度，裁剪阈值才有意义
+                nn.utils.clip_grad_norm_(params, self.clip)
+            self.scaler.step(self.optimizer)  # 梯度里有 inf/NaN 时这一步会被跳过，并调小放大倍数
+            self.scaler.update()
+        else:
+            if self.clip is not None:
+                nn.utils.clip_grad_norm_(params, self.clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and not isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step()
+        self.global_step += 1
+
+    def _validate(self) -> dict:
+        return _evaluate(self.eval_model, self.val_loader, self.runner, self.ctx, self.metrics, self.predict,
+                         self.ignore_index)
+
+    # ---- 监控、检查点、续训
+
+    def _resolve_monitor(self, monitor: str, val_loader) -> str:
+        available = ["train_loss"] + (["val_loss"] + [f"val_{m}" for m in self.metrics] if val_loader is not None else [])
+        if monitor == "val_loss" and val_loader is None:
+            return "train_loss"
+        if monitor not in available and f"val_{monitor}" in available:
+            return f"val_{monitor}"  # 允许只写指标名："accuracy" -> "val_accuracy"
+        if monitor not in available:
+            raise ValueError(f"monitor={monitor!r} 不在每轮的记录里。可选：{', '.join(available)}。")
+        return monitor
+
+    def _resume_path(self, resume):
+        if resume is None or resume is False:
+            return None
+        if resume is True:  # “有就续训”：checkpoint_dir/last.pt 存在时从它继续，否则从头开始
+            if self.checkpoint_dir is None:
+                raise ValueError("resume=True 表示从 checkpoint_dir/last.pt 继续，请同时传入 checkpoint_dir。")
+            path = self.checkpoint_dir / "last.pt"
+            return path if path.is_file() else None
+        path = Path(resume)
+        return path / "last.pt" if path.is_dir() else path
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.model, self.optimizer)
+        # 调度器和 GradScaler 只在检查点里有时才恢复（例如上次没开 fp16，这次开了）
+        for name, obj in (("scheduler", self.scheduler), ("scaler", self.scaler)):
+            if obj is not None and name in ckpt:
+                obj.load_state_dict(ckpt[name])
+        self.history = History.from_dict(ckpt.get("history"))
+        self.history.stop_reason = None
+        self.epoch, self.global_step = ckpt.get("epoch") or 0, ckpt.get("global_step", 0)
+        self.partial = ckpt.get("partial")
+        if self.partial is not None:
+            self.partial["rng"] = ckpt["rng"]  # 跳过已训练的批次之后再恢复
+        elif "rng" in ckpt:
+            set_rng_state(ckpt["rng"], self.generators)
+        where = f"第 {self.epoch + 1} 轮第 {self.partial['batch'] + 1} 批" if self.partial else f"第 {self.epoch + 1} 轮"
+        self._say(f"从检查点 {path} 继续训练：已完成 {self.epoch} 轮，从{where}开始。")
+
+    def _initial_best_state(self, resume_path):
+        """续训且 restore_best 时，最好的权重在 best.pt 里（内存里的那份随上次运行一起没了）。"""
+        if not (self.restore_best and resume_path is not None and self.stopper.best_epoch):
+            return None
+        best_path = resume_path.parent / "best.pt"
+        if best_path.is_file():
+            ckpt = load_checkpoint(best_path)
+            if ckpt.get("epoch") == self.stopper.best_epoch:
+                return ckpt["model"]
+        self._say(f"没有找到第 {self.stopper.best_epoch} 轮的 best.pt，restore_best 只会在之后的轮次里生效。")
+        return None
+
+    def _checkpoint(self, path: Path, **extra) -> None:
+        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, epoch=self.epoch,
+                        history=self.history, config=self.config, global_step=self.global_step, **extra)
+
+    def _on_interrupt(self, epoch: int) -> None:
+        """Ctrl-C：保存最近一次更新参数时的进度，下次 resume 从下一批继续（数据顺序不变）。"""
+        self.history.stop_reason = "interrupted"
+        if not self.ctx.is_main:
+            return
+        path = self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
+        if path is None:
+            where = "（没有传 checkpoint_dir，未保存）"
+        elif self.epoch == epoch:  # 这一轮已经结束，是在保存或显示时被打断的：存普通的轮末检查点
+            self._checkpoint(path, rng=self.epoch_end_rng)
+            where = f"，已保存到 {path}"
+        elif self.done is None:
+            where = "（恢复进度时被打断，检查点保持原样）"
+        else:
+            used = self.losses[: self.done["batch"] - self.first_batch]  # 已更新参数的批次
+            values = torch.stack([l for l, _ in used]).float().tolist() if used else []
+            partial = {"batch": self.done["batch"], "seconds": self.done["seconds"], "epoch_rng": self.epoch_rng,
+                       "loss_sum": self.before["loss_sum"] + sum(v * n for v, (_, n) in zip(values, used)),
+                       "items": self.before["items"] + sum(n for _, n in used)}
+            self._checkpoint(path, rng=self.done.get("rng") or rng_state(self.generators), partial=partial)
+            where = f"，已保存到 {path}；用 fit(..., resume='{path}') 从这里继续"
+        self._say(f"训练在第 {epoch} 轮被中断（Ctrl-C），返回目前的训练记录{where}。")
+
+    # ---- 显示
+
+    def _say(self, message: str) -> None:
+        if self.show and self.ctx.is_main:
+            print(message)
+
+    def _report(self, record: dict) -> None:
+        if self.live is not None:
+            self.live.update(self.history)
+        parts = [f"第 {record['epoch']}/{self.epochs} 轮", f"训练损失 {record['train_loss']:.4f}"]
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+        parts += [f"lr {record['lr']:.2e}", f"{record['items_per_s']:.0f} 样本/秒", f"{record['time']:.1f} 秒"]
+        self._say("  ".join(parts))
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """DistributedSampler 之类的采样器靠 set_epoch 每轮换一种打乱方式。"""
+    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+def _loader_generators(loader) -> list:
+    """DataLoader 及其采样器自带的 torch.Generator（续训时要一起保存和恢复它们的状态）。"""
+    found = []
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                  getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
