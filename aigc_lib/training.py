@@ -31,60 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .history import History, _infer_mode
 from .plotting import progress, progress_mode
-
-
-# ---------------------------------------------------------------- 学习率调度（按优化步计数）
-
-
-def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
-    """先线性预热，再按余弦曲线把学习率降到 ``min_lr_ratio`` × 初始学习率。
-
-    第 s 个优化步（从 0 数）的学习率 = 初始学习率 × 倍数：
-        s < warmup_steps:  (s + 1) / warmup_steps
-        之后:              r + (1 - r) · (1 + cos(π·p)) / 2,   p = (s - warmup_steps) / (total_steps - warmup_steps)
-    p 超过 1 后保持在最低值。fit 每做一次 optimizer.step() 就调一次 scheduler.step()，所以
-    total_steps 要按优化步算：``steps_per_epoch(train_loader, accumulate) * epochs``。
-
-    例：``sched = warmup_cosine(opt, warmup_steps=100, total_steps=2000, min_lr_ratio=0.1)``
-    """
-    _check_schedule(warmup_steps, total_steps, min_lr_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-
-    return LambdaLR(optimizer, factor)
-
-
-def warmup_linear(optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
-    """先线性预热，再线性降到 ``min_lr_ratio`` × 初始学习率（BERT 的做法）。
-
-    预热段与 warmup_cosine 相同；之后倍数 = 1 - (1 - r) · p，p 的定义同上。
-    例：``sched = warmup_linear(opt, warmup_steps=100, total_steps=2000)``
-    """
-    _check_schedule(warmup_steps, total_steps, min_lr_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 1 - (1 - min_lr_ratio) * p
-
-    return LambdaLR(optimizer, factor)
-
-
-def _check_schedule(warmup_steps, total_steps, min_lr_ratio) -> None:
-    if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"需要 0 <= warmup_steps <= total_steps，收到 warmup_steps={warmup_steps}、total_steps={total_steps}。")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio 是最终学习率与初始学习率之比，应在 [0, 1] 内，收到 {min_lr_ratio}。")
+from .schedules import warmup_cosine, warmup_linear  # noqa: F401  （从 training 也能导入调度器）
 
 
 def steps_per_epoch(loader, accumulate: int = 1) -> int:
@@ -95,110 +48,6 @@ def steps_per_epoch(loader, accumulate: int = 1) -> int:
     """
     world = int(os.environ.get("WORLD_SIZE", "1")) if distributed.launched_by_torchrun() else 1
     return -(-distributed.batches_per_rank(loader, world) // accumulate)
-
-
-# ---------------------------------------------------------------- 训练记录
-
-
-def _infer_mode(monitor: str, mode: str | None = None) -> str:
-    """名字里有 loss / error / perplexity / ppl 的越小越好，其余（accuracy、f1……）越大越好。"""
-    if mode in ("min", "max"):
-        return mode
-    if mode is not None:
-        raise ValueError(f"mode 只能是 'min'、'max' 或 None（按名字推断），收到 {mode!r}。")
-    name = monitor.lower()
-    return "min" if any(word in name for word in ("loss", "error", "perplexity", "ppl")) else "max"
-
-
-class History:
-    """训练记录：每轮一条 dict。``history["val_loss"]`` 是各轮验证损失组成的列表。
-
-    每条记录的键：epoch（从 1 数）、train_loss、val_loss（有验证集时）、val_<指标名>、
-    lr（本轮结束时的学习率）、time（本轮秒数，含验证）、items_per_s（训练吞吐，样本/秒）。
-    ``stop_reason`` 是 None、"early_stopping" 或 "interrupted"。
-
-    >>> h = History([{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.7}])
-    >>> h["val_loss"], h.best("val_loss")["epoch"]
-    ([0.9, 0.7], 2)
-    """
-
-    def __init__(self, records=None, stop_reason: str | None = None) -> None:
-        self.records = [dict(r) for r in records or []]
-        self.stop_reason = stop_reason
-
-    def append(self, record: dict) -> None:
-        self.records.append(dict(record))
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def keys(self) -> list[str]:
-        seen = {}
-        for record in self.records:
-            seen.update(dict.fromkeys(record))
-        return list(seen)
-
-    def __getitem__(self, key: str) -> list:
-        if key not in self.keys():
-            raise KeyError(f"训练记录里没有 {key!r}。可用的键：{', '.join(self.keys()) or '（还没有记录）'}")
-        return [record.get(key) for record in self.records]
-
-    def best(self, monitor: str = "val_loss", mode: str | None = None) -> dict:
-        """最好的一轮的记录（一个 dict，含 "epoch"）。mode 省略时按名字推断（见 _infer_mode）。"""
-        mode = _infer_mode(monitor, mode)
-        scored = [r for r in self.records if isinstance(r.get(monitor), (int, float)) and not math.isnan(r[monitor])]
-        if not scored:
-            raise KeyError(f"训练记录里没有 {monitor!r} 的有效数值。可用的键：{', '.join(self.keys())}")
-        pick = min if mode == "min" else max
-        return dict(pick(scored, key=lambda r: r[monitor]))
-
-    def to_dict(self) -> dict:
-        """普通 dict（可存进 weights_only 检查点或 json）。"""
-        return {"records": [dict(r) for r in self.records], "stop_reason": self.stop_reason}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "History":
-        data = data or {}
-        return cls(data.get("records"), data.get("stop_reason"))
-
-    def __repr__(self) -> str:
-        if not self.records:
-            return "History(还没有记录)"
-        last = self.records[-1]
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
-        return f"History({len(self)} 轮; 最后一轮: {shown})"
-
-    def plot(self, fig=None):
-        """画损失曲线（左）和验证指标（右），中文标签；返回 matplotlib Figure。
-
-        notebook 里写 ``history.plot(); plt.show()``。传入 fig 时清空后在其上重画（实时曲线用）。
-        """
-        import matplotlib.pyplot as plt
-
-        metric_keys = [k for k in self.keys() if k.startswith("val_") and k != "val_loss"]
-        if fig is None:
-            fig = plt.figure(figsize=(10 if metric_keys else 5.5, 3.6))
-        fig.clear()
-        axes = fig.subplots(1, 2 if metric_keys else 1, squeeze=False)[0]
-        epochs = self["epoch"] if self.records else []
-        ax = axes[0]
-        for key, label in (("train_loss", "训练损失"), ("val_loss", "验证损失")):
-            if key in self.keys():
-                ax.plot(epochs, self[key], marker="o", label=label)
-        ax.set(xlabel="轮次", ylabel="损失", title="损失曲线")
-        if "val_loss" in self.keys() and len(self):
-            best = self.best("val_loss")["epoch"]
-            ax.axvline(best, color="gray", linestyle=":", label=f"最佳（第 {best} 轮）")
-        ax.legend()
-        if metric_keys:
-            for key in metric_keys:
-                axes[1].plot(epochs, self[key], marker="o", label="验证 " + key[len("val_") :])
-            axes[1].set(xlabel="轮次", ylabel="指标", title="验证指标")
-            axes[1].legend()
-        for ax in axes:
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        fig.tight_layout()
-        return fig
 
 
 class NonFiniteLossError(FloatingPointError):

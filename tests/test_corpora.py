@@ -134,7 +134,7 @@ def daily():
 
 
 def test_peoples_daily_splits_cover_every_token_once(daily):
-    raw = corpora._packaged_text("tag/199801.txt")
+    raw = corpora.packaged_text("tag/199801.txt")
     raw_tokens = Counter(raw.split())  # "词/词性"
     ours = Counter(f"{w}/{t}" for split in SPLITS for sentence in daily[split] for w, t in sentence)
     assert ours == raw_tokens

@@ -1,13 +1,16 @@
 """``aigc`` 命令背后的任务：每个任务知道怎样准备数据、搭模型、训练、评估和预测。
 
 一个任务一个文件（``sentiment.py`` 情感分类……），都继承 :class:`~aigc_lib.tasks.base.Task`，
-并在这里登记。命令行只认识这张表，所以新增一个任务不需要改 ``cli.py``。
+并在下面登记。命令行只认识这张表，所以新增一个任务不需要改 ``cli.py``。
 """
 
 from .base import Task, TaskError, load_run
 from .sentiment import SentimentTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (SentimentTask(),)}
+_ALL: list[Task] = [SentimentTask()]
+# 新任务在这里各追加一行，例如：_ALL.append(TaggingTask("ner"))
+
+TASKS: dict[str, Task] = {task.name: task for task in _ALL}
 
 
 def get_task(name: str) -> Task:
