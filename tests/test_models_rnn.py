@@ -14,14 +14,6 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """这些张量都很小：多线程同步的开销远大于计算，在忙碌的 CI 核上能慢几十倍。"""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 # 每个家族 × 每种池化；双向和两层各挑几种组合，控制测试时间
 FAMILIES = [
     dict(kind=kind, pooling=pooling, bidirectional=bi, num_layers=layers)

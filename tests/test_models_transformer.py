@@ -26,14 +26,6 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """这些张量都很小：多线程同步的开销远大于计算，在忙碌的 CI 核上能慢几十倍。"""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def random_shapes(n, seed=0):
     g = random.Random(seed)

@@ -40,7 +40,7 @@ class SentimentTask(Task):
             "min_freq": 2,
             "max_len": pick(smoke=64, cpu=160, gpu=256),  # 更长的评论只保留开头
             "train_limit": pick(smoke=800, cpu=0, gpu=0),  # 0 表示用全部训练数据
-            "epochs": pick(smoke=1, cpu=4, gpu=8),
+            "epochs": pick(smoke=1, cpu=6, gpu=8),
             "batch_size": pick(smoke=32, cpu=64, gpu=128),
             "lr": 2e-3,
             "embed_dim": pick(smoke=32, cpu=128, gpu=256),
