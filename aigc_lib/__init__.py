@@ -80,3 +80,8 @@ from .models import KerasStyleLSTM, RNNClassifier, TransformerClassifier
 from .training import History, NonFiniteLossError, evaluate, fit, steps_per_epoch, warmup_cosine, warmup_linear
 from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .models import CRF, BiLSTMTagger, GloVe, SkipGram, WordVectors, glove_step, skipgram_step, tagger_step, train_skipgram_fast
+from .models import GPTLanguageModel, LSTMLanguageModel
+from .generation import beam_search, generate, next_token_probs
+from .models import Seq2SeqTransformer
+from .pinyin_data import char_accuracy, pinyin_pairs, seq2seq_collate, to_pinyin
+from .pinyin_baselines import BigramHMM, MostFrequentChar

@@ -3,6 +3,7 @@
     aigc train --task sentiment --model gru --out runs/gru
     aigc evaluate runs/gru --split test --json
     aigc predict runs/gru "这本书很好看" "物流太慢了"
+    aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
     torchrun --nproc_per_node=2 -m aigc_lib.cli train --task sentiment --model gru --out runs/gru-ddp
 
 所有任务共用这三个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里。
@@ -25,7 +26,8 @@ SIZE_FLAGS = {
     "hidden_dim": (int, "隐藏层宽度（RNN 家族）"),
     "d_model": (int, "模型宽度（Transformer）"),
     "heads": (int, "注意力头数（Transformer）"),
-    "layers": (int, "层数"),
+    "layers": (int, "层数（seq2seq 里是编码器的层数）"),
+    "decoder_layers": (int, "解码器层数（seq2seq）"),
     "dropout": (float, "dropout 比例"),
     "max_len": (int, "每条文本最多保留的 token 数"),
     "vocab_size": (int, "词表大小上限（含 <pad>、<unk>）"),
@@ -33,6 +35,9 @@ SIZE_FLAGS = {
     "train_limit": (int, "只用前 N 条训练数据（0 表示全部）"),
     "tokens": (str, "切分方式：word（jieba 分词）或 char（按字）"),
     "pooling": (str, "把每个位置的输出汇总成一个向量：last、mean 或 max"),
+    "block_size": (int, "语言模型每个训练片段的长度（GPT 的上下文长度）"),
+    "samples_per_epoch": (int, "语言模型每轮随机抽多少个训练片段（0 表示全部）"),
+    "val_blocks": (int, "语言模型每轮验证用多少个片段（0 表示全部）"),
 }
 
 
@@ -40,7 +45,8 @@ class ChineseHelpFormatter(argparse.RawDescriptionHelpFormatter):
     """argparse 自带的几处英文提示换成中文。"""
 
     def add_usage(self, usage, actions, groups, prefix=None):
-        return super().add_usage(usage, actions, groups, prefix="用法：")
+        # 子命令的 prog 也是用它算出来的（那时 prefix=""），只替换默认的 "usage: "，免得出现两次"用法："
+        return super().add_usage(usage, actions, groups, prefix="用法：" if prefix is None else prefix)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-h", "--help", action="help", help="显示帮助并退出")
     parser._positionals.title = "子命令"
     parser._optionals.title = "选项"
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,generate}")
 
     def add(name, help_text, description):
         p = sub.add_parser(name, help=help_text, description=description, add_help=False,
@@ -97,6 +103,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="要预测的句子")
     predict.add_argument("--file", help="文本文件，每行一句")
     predict.add_argument("--json", action="store_true", help="每行打印一个 JSON 对象")
+
+    gen = add("generate", "用训练好的语言模型续写一段提示",
+              "用 aigc train --task lm 训练的模型生成文本（提示 + 续写）。默认按概率采样；--greedy 贪心；\n"
+              "--beam N 束搜索。空提示表示从一句话的开头写起。\n"
+              "例：aigc generate runs/gpt \"今天\" --max-new-tokens 60 --top-p 0.9 --seed 1")
+    gen.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
+    gen.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
+    gen.add_argument("--max-new-tokens", type=int, default=100, help="最多生成多少个字（默认 100）")
+    gen.add_argument("--greedy", action="store_true", help="贪心：每步取概率最大的字")
+    gen.add_argument("--temperature", type=float, default=1.0, help="温度（默认 1.0；越小越保守）")
+    gen.add_argument("--top-k", type=int, default=None, help="只在概率最大的 k 个字里采样")
+    gen.add_argument("--top-p", type=float, default=None, help="只在累计概率达到 p 的最小集合里采样")
+    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="重复惩罚（> 1 压低出现过的字）")
+    gen.add_argument("--beam", type=int, default=None, help="束宽：给了就用束搜索（确定的结果；--beam 1 等于贪心）")
+    gen.add_argument("--length-penalty", type=float, default=1.0, help="束搜索的长度归一化指数 α")
+    gen.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
+    gen.add_argument("--seed", type=int, default=None, help="采样的随机种子（给定时结果可复现）")
+    gen.add_argument("--no-cache", action="store_true", help="不用 KV 缓存（每步重算全文，只为对照）")
     return parser
 
 
@@ -150,6 +174,21 @@ def _predict(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from .tasks import TaskError, load_run
+
+    task, model, config = load_run(args.run, device=args.device)
+    if not hasattr(task, "generate"):
+        raise TaskError(f"任务 {task.name} 不能生成文本；aigc generate 只用于 aigc train --task lm 训练的模型。")
+    options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
+               "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+               "repetition_penalty": args.repetition_penalty, "beam": args.beam,
+               "length_penalty": args.length_penalty, "stop": args.stop, "seed": args.seed,
+               "use_cache": not args.no_cache}
+    print(args.prompt + task.generate(model, config, args.prompt, options))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
     parser = _parser()
@@ -161,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from .tasks import TaskError
 
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate}[args.command](args)
     except (TaskError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
         print(f"aigc {args.command}: 错误：{error}", file=sys.stderr)
         return 2

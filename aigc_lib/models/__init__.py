@@ -30,3 +30,6 @@ from .embeddings import (
     subsample,
     train_skipgram_fast,
 )
+from .rnn import LSTMLanguageModel, LSTMState
+from .transformer import GPTBlock, GPTLanguageModel, KVCache
+from .seq2seq import Seq2SeqTransformer, TransformerDecoderLayer

@@ -324,3 +324,97 @@ class KerasStyleLSTM(nn.Module):
         _, (h_n, _) = self.lstm(packed)  # h_n: (1, B, H)，每句最后一个真实词处的隐状态
         hidden = torch.relu(self.dense(h_n[-1]))  # (B, dense_dim)
         return self.out(hidden).squeeze(-1)  # (B,) logit；概率 = torch.sigmoid(logit)
+
+
+# ---------------------------------------------------------------------------
+# LSTM 语言模型（第 09 章）
+# ---------------------------------------------------------------------------
+
+
+class LSTMState:
+    """LSTM 语言模型生成时带着走的状态 (h, c)，与 GPT 的 KVCache 用法相同：``model(tokens, cache=state)``。
+
+    RNN 天生就"带缓存"：之前读过的所有字都压缩在固定大小的 (h, c) 里，每步的计算量不随长度增长。
+    属性：``hidden`` 为 None（还没读过字）或 ``(h, c)``，各 (层数, B, H)；``length`` 已读过的字数。
+    """
+
+    def __init__(self, batch_size: int = 1) -> None:
+        self.batch_size, self.length = batch_size, 0
+        self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """按 ``index`` (B',) 重排或复制批次维（束搜索里每个新束继承父束的状态）。"""
+        if self.hidden is not None:
+            self.hidden = tuple(s.index_select(1, index) for s in self.hidden)
+        self.batch_size = len(index)
+
+
+class LSTMLanguageModel(nn.Module):
+    """LSTM 语言模型：词向量 -> 多层 LSTM -> （投影）-> 输出层，给出每个位置上"下一个字"的 logits。
+
+    参数：
+        vocab_size: 词表大小 V。
+        embed_dim: 词向量维度 E；hidden_dim: LSTM 隐状态维度 H；num_layers: 层数。
+        dropout: 词向量后、层与层之间、输出层前的 dropout。
+        tie_weights: 输出层与词向量共用 V×E 的矩阵（Press & Wolf, 2017）。H != E 时先用一个 H×E 的
+            线性层把隐状态投影到 E 维（与 GPT 的 ``tie_weights`` 同一个意思）。
+
+    形状与 :class:`~aigc_lib.models.transformer.GPTLanguageModel` 相同：
+    ``model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)``；``cache`` 是
+    :meth:`new_cache` 给的 :class:`LSTMState`，前向时从它的状态接着读，读完把新状态存回去。
+    ``max_len`` 为 None：LSTM 没有位置编码，能读任意长的文本。
+
+    >>> model = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_dim=32).eval()
+    >>> tokens = torch.randint(0, 50, (2, 10))
+    >>> model(tokens).shape
+    torch.Size([2, 10, 50])
+    >>> state = model.new_cache(batch_size=2)
+    >>> _ = model(tokens[:, :9], cache=state)
+    >>> torch.allclose(model(tokens[:, 9:], cache=state)[:, -1], model(tokens)[:, -1], atol=1e-5)
+    True
+    """
+
+    max_len = None
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        tie_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=hidden_dim,
+                           num_layers=num_layers, dropout=dropout, tie_weights=tie_weights)
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.proj = nn.Linear(hidden_dim, embed_dim) if tie_weights and hidden_dim != embed_dim else None
+        self.head = nn.Linear(embed_dim if tie_weights else hidden_dim, vocab_size)
+        if tie_weights:
+            self.head.weight = self.embedding.weight  # 同一个 Parameter (V, E)
+        # 词向量保持 PyTorch 默认的 N(0, 1)：LSTM 的输入权重只有 ±1/√H，词向量再小（如 GPT 的 0.02），
+        # 输入几乎影响不到门，词向量也几乎收不到梯度，训练会慢得多；共用时输出 logits 的尺度也正合适
+        nn.init.zeros_(self.head.bias)
+
+    def new_cache(self, batch_size: int = 1) -> LSTMState:
+        return LSTMState(batch_size)
+
+    def forward(self, tokens: torch.Tensor, cache: LSTMState | None = None, last_only: bool = False) -> torch.Tensor:
+        check_token_ids(tokens, self.embedding.num_embeddings)
+        if cache is not None and cache.batch_size != tokens.size(0):
+            raise ValueError(f"状态的批大小是 {cache.batch_size}，输入却有 {tokens.size(0)} 条序列。"
+                             f"请用 model.new_cache({tokens.size(0)})。")
+        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        out, state = self.lstm(x, cache.hidden if cache is not None else None)  # (B, T, H)
+        if cache is not None:
+            cache.hidden, cache.length = state, cache.length + tokens.size(1)
+        if last_only:
+            out = out[:, -1:]  # (B, 1, H)
+        out = self.dropout(out)
+        if self.proj is not None:
+            out = self.proj(out)  # (B, T, E)
+        return self.head(out)  # (B, T, V)

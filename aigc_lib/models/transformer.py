@@ -5,7 +5,8 @@
   2. ``MultiHeadAttention``：两条路径给出相同的数——手写路径（可返回注意力权重，用来画热力图）
      和 PyTorch 融合的 ``F.scaled_dot_product_attention``（默认，快）；
   3. 位置编码：正弦（固定公式，可画图）和可学习的两种；
-  4. ``TransformerEncoderLayer``（pre-norm）和 ``TransformerClassifier``。
+  4. ``TransformerEncoderLayer``（pre-norm）和 ``TransformerClassifier``；
+  5. ``GPTLanguageModel``：因果注意力的解码器语言模型，带 ``KVCache``（第 09 章）。
 
 分类器的调用方式与 RNN 家族相同：``model(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``。
 
@@ -401,3 +402,198 @@ class TransformerClassifier(nn.Module):
             features = (x * mask).sum(dim=1) / mask.sum(dim=1)  # (B, C)
         logits = self.head(self.dropout(features))  # (B, num_classes)
         return (logits, attentions) if return_attention else logits
+
+
+# ---------------------------------------------------------------------------
+# 5. GPT 式解码器（语言模型）与 KV 缓存
+# ---------------------------------------------------------------------------
+#
+# 和上面的编码器只差三处：注意力是因果的（每个位置只看自己和之前的字）；输出层给出每个位置上
+# "下一个字"的 logits (B, T, V)；生成时可以带 KV 缓存。调用方式与 LSTMLanguageModel 相同：
+#
+#     logits = model(tokens)                      # 训练：tokens (B, T) -> (B, T, V)
+#     cache = model.new_cache(batch_size=1)       # 生成：提示只算一遍……
+#     logits = model(prompt, cache=cache)         # (1, T0, V)，缓存里存下每层的 k、v
+#     logits = model(next_token, cache=cache)     # ……之后每步只喂一个新字 (1, 1) -> (1, 1, V)
+
+
+class KVCache:
+    """生成时缓存每一层的键和值，让每个新字只算自己的 q、k、v，再对缓存里所有的 k、v 做注意力。
+
+    不带缓存时，生成第 t 个字要把前面 t-1 个字重新过一遍整个模型，生成 n 个字的计算量约为 n²/2 个位置；
+    带缓存时每步只算 1 个位置，总共 n 个。代价是显存/内存：每层每个位置存一对 (k, v)。
+
+    内存按 ``max_len`` 预先分配（第一次写入时按 k 的 dtype 和设备分配），形状
+    ``(层数 L, B, H, max_len, hs)``；新位置写在 ``[length, length + T)``。这比每步 ``torch.cat``
+    省去了反复拷贝整块缓存。
+
+    参数：num_layers、batch_size、num_heads、head_dim（每头维度 hs）、max_len（最多缓存几个位置）。
+    属性：``length`` 已缓存的位置数（也是下一个位置的编号）。
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, head_dim: int, max_len: int) -> None:
+        self.shape = (num_layers, batch_size, num_heads, max_len, head_dim)
+        self.max_len, self.length = max_len, 0
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.shape[1]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """把第 ``layer`` 层新位置的 k、v (B, H, T, hs) 写进缓存，返回这一层目前为止全部的 k、v (B, H, length+T, hs)。
+
+        写入不改变 ``length``：同一步里每一层都要写在同样的位置，所有层写完后由模型调用 :meth:`advance`。
+        """
+        if self.keys is None:
+            self.keys = k.new_zeros(self.shape)  # (L, B, H, max_len, hs)
+            self.values = v.new_zeros(self.shape)
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV 缓存只能存 {self.max_len} 个位置，现在要写到第 {end} 个。请新建一个更大的缓存。")
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]  # (B, H, end, hs)
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """按 ``index`` (B',) 重排或复制批次维：束搜索里每个新束继承它父束的缓存。"""
+        if self.keys is not None:
+            self.keys = self.keys.index_select(1, index)
+            self.values = self.values.index_select(1, index)
+        self.shape = (self.shape[0], len(index), *self.shape[2:])
+
+
+class GPTBlock(nn.Module):
+    """GPT 的一层（pre-norm）::
+
+        x = x + Dropout(CausalAttention(LN(x)))
+        x = x + Dropout(W2 GELU(W1 LN(x)))
+
+    注意力借用 :class:`MultiHeadAttention` 的投影层和 ``attend``（默认走融合内核
+    ``F.scaled_dot_product_attention``）；这里自己算 q、k、v，是为了在注意力之前把缓存里的 k、v 拼上。
+
+    ``forward(x (B, T, C), cache=None, layer=0) -> x (B, T, C)``。
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, dim_feedforward), nn.GELU(), nn.Linear(dim_feedforward, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        attn = self.attn
+        h = self.norm1(x)
+        q = attn.split_heads(attn.q_proj(h))  # (B, H, T, hs)
+        k = attn.split_heads(attn.k_proj(h))  # (B, H, T, hs)
+        v = attn.split_heads(attn.v_proj(h))  # (B, H, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, length+T, hs)：前面所有位置的键和值
+        # 只有 1 个查询时它本来就能看见所有缓存的键，不需要掩码；否则按右下角对齐的因果掩码
+        out, _ = attn.attend(q, k, v, causal=q.size(2) > 1)  # (B, H, T, hs)
+        x = x + self.dropout(attn.out_proj(attn.merge_heads(out)))  # (B, T, C)
+        x = x + self.dropout(self.mlp(self.norm2(x)))  # (B, T, C)
+        return x
+
+
+class GPTLanguageModel(nn.Module):
+    """GPT 式的字符（或词）语言模型：词向量 + 可学习位置编码 -> L 层因果 Transformer -> LayerNorm -> 输出层。
+
+    参数：
+        vocab_size: 词表大小 V。
+        d_model: 宽度 C；num_heads: 头数 H（整除 C）；num_layers: 层数 L。
+        dim_feedforward: 前馈层中间维度，默认 4C（GPT-2 的做法）。
+        dropout: 词向量后、注意力权重、残差分支上的 dropout。
+        max_len: 上下文长度（位置编码表的大小），训练片段不能比它长；生成时超过它就只看最后 max_len 个字。
+        tie_weights: 输出层与词向量共用一个矩阵（V×C）：参数少了 V·C 个，小语料上通常还更好。
+
+    初始化（与 GPT-2 / nanoGPT 相同）：所有 Linear 和 Embedding 的权重 ~ N(0, 0.02²)、偏置为 0；
+    每层写回残差流的两个投影（注意力的 out_proj 和前馈的第二层）再缩小为 N(0, (0.02/√(2L))²)——
+    残差流是 2L 个分支相加，这样加完的方差不随层数增长。
+
+    形状：``model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)``；``last_only=True``
+    时只算最后一个位置的 logits (B, 1, V)（生成时只需要它，输出层是 V×C 的大矩阵乘法）。
+    ``cache`` 是 :meth:`new_cache` 给的 :class:`KVCache`：前向时把新位置的 k、v 存进去，新位置的
+    编号从 ``cache.length`` 开始。用 ``fit`` 训练时批次是 ``(x, y)``，默认损失 flat_cross_entropy。
+
+    >>> model = GPTLanguageModel(vocab_size=50, d_model=32, num_heads=4, num_layers=2, max_len=16).eval()
+    >>> tokens = torch.randint(0, 50, (2, 10))
+    >>> model(tokens).shape
+    torch.Size([2, 10, 50])
+    >>> cache = model.new_cache(batch_size=2)
+    >>> _ = model(tokens[:, :9], cache=cache)
+    >>> torch.allclose(model(tokens[:, 9:], cache=cache)[:, -1], model(tokens)[:, -1], atol=1e-5)
+    True
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        num_heads: int = 4,
+        num_layers: int = 4,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        max_len: int = 256,
+        tie_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        dim_feedforward = dim_feedforward or 4 * d_model
+        self.config = dict(
+            vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, num_layers=num_layers,
+            dim_feedforward=dim_feedforward, dropout=dropout, max_len=max_len, tie_weights=tie_weights,
+        )
+        self.max_len, self.num_layers, self.num_heads = max_len, num_layers, num_heads
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.positions = LearnedPositions(d_model, max_len)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(GPTBlock(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)  # pre-norm 的残差流从没被归一化过，输出前补一次
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_weights:
+            self.head.weight = self.embedding.weight  # 同一个 Parameter：梯度来自输入和输出两头
+        self.apply(self._init_weights)
+        residual_std = 0.02 / math.sqrt(2 * num_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.out_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp[2].weight, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        """一个空的 KV 缓存，最多存 max_len 个位置。"""
+        head_dim = self.config["d_model"] // self.num_heads
+        return KVCache(self.num_layers, batch_size, self.num_heads, head_dim, self.max_len)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        check_token_ids(tokens, self.embedding.num_embeddings)
+        B, T = tokens.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.max_len:
+            where = f"缓存里已有 {start} 个位置，再加 {T} 个" if cache is not None else f"这批序列长 {T}"
+            raise ValueError(
+                f"{where}，超过了模型的上下文长度 max_len={self.max_len}。训练时请把片段切短"
+                f"（block_size <= {self.max_len}）；生成时用 aigc_lib.generation.generate，它只保留最后 max_len 个字。"
+            )
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"缓存的批大小是 {cache.batch_size}，输入却有 {B} 条序列。请用 model.new_cache({B})。")
+        x = self.dropout(self.positions(self.embedding(tokens), start=start))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)  # (B, T, C)
+        if cache is not None:
+            cache.advance(T)
+        x = self.norm(x)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)：生成时只需要最后一个位置，省下 (T-1) 次 C×V 的乘法
+        return self.head(x)  # (B, T, V)

@@ -9,6 +9,12 @@ from .sentiment import SentimentTask
 
 _ALL: list[Task] = [SentimentTask()]
 # 新任务在这里各追加一行，例如：_ALL.append(TaggingTask("ner"))
+from .tagging import TaggingTask  # noqa: E402
+_ALL += [TaggingTask("segment"), TaggingTask("pos"), TaggingTask("ner")]
+from .lm import LanguageModelTask  # noqa: E402
+_ALL.append(LanguageModelTask())
+from .pinyin import PinyinTask  # noqa: E402
+_ALL.append(PinyinTask())
 
 TASKS: dict[str, Task] = {task.name: task for task in _ALL}
 

@@ -1,0 +1,377 @@
+"""用语言模型生成文本：贪心、温度采样、top-k、top-p（nucleus）、重复惩罚、停止符，以及束搜索。
+
+任何满足下面约定的模型都能用（:class:`~aigc_lib.models.GPTLanguageModel` 和
+:class:`~aigc_lib.models.LSTMLanguageModel` 都满足）::
+
+    model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)
+    model.new_cache(batch_size) -> 缓存对象（有 .length 和 .reorder(index)），前向时原地更新
+    model.max_len                -> 上下文长度；None 表示不限（RNN）
+
+生成一个字的流程（每一步都一样）::
+
+    logits (V,) --重复惩罚--> --除以温度--> --top-k--> --top-p--> softmax --> 采样（或取最大）
+
+单独的几步也是公开函数（:func:`apply_repetition_penalty`、:func:`top_k_filter`、
+:func:`top_p_filter`、:func:`next_token_probs`），第 09 章用它们画温度对分布的影响。
+
+约定：
+  * 提示可以是编号列表（返回新生成的编号列表），也可以是字符串加 ``vocab``（按字编码，返回新生成的文本）。
+    返回值只含新生成的部分，不含提示。
+  * 空提示：需要一个开头，传 ``bos_id``（例如换行符的编号）就从它开始，否则报错。
+  * 提示或生成的文本超过模型的 ``max_len`` 时，只看最后 ``max_len`` 个字（滑动窗口）。GPT 的位置编码
+    是绝对的，窗口一移动缓存就作废了，所以超过 ``max_len`` 以后带缓存也要每步重算整个窗口。
+  * 停止符：生成到其中任何一个就停下，停止符本身保留在结果里。
+  * 给了 ``vocab`` 时不会生成 ``<pad>`` 和 ``<unk>``（它们不是文字）。
+  * 可复现：``seed`` 给定时用自己的 ``torch.Generator`` 采样，同样的模型、提示和种子总得到同样的结果，
+    而且不影响全局随机数；不给则用全局随机数（受 ``seed_everything`` 控制）。
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("sample", "greedy")
+
+
+# ---------------------------------------------------------------------------
+# 1. 对 logits 的几种处理（每一步都一样）
+# ---------------------------------------------------------------------------
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous: Iterable[int], penalty: float) -> torch.Tensor:
+    """CTRL（Keskar et al., 2019）的重复惩罚：出现过的词，logit 为正就除以 penalty，为负就乘以 penalty。
+
+    两种情况都让它变小（penalty > 1 时），即概率变低。penalty = 1 不改变任何东西。
+    ``logits`` 形状 (V,) 或 (B, V)（每行用同一组 previous）；返回新张量，不改原张量。
+
+    >>> apply_repetition_penalty(torch.tensor([2.0, -1.0, 0.5]), [0, 1], 2.0).tolist()
+    [1.0, -2.0, 0.5]
+    """
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty 应 > 0（1 表示不惩罚，常用 1.1~1.5），收到 {penalty}。")
+    if penalty == 1.0:
+        return logits.clone()
+    index = torch.tensor(sorted(set(int(i) for i in previous)), dtype=torch.long, device=logits.device)
+    if index.numel() == 0:
+        return logits.clone()
+    out = logits.clone()
+    chosen = out[..., index]
+    out[..., index] = torch.where(chosen > 0, chosen / penalty, chosen * penalty)
+    return out
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """只保留最大的 k 个 logits，其余设为 -inf（softmax 后概率为 0）。k 为 None 或 >= V 时不变。
+
+    与第 k 大的值相等的也保留（并列时可能多于 k 个）。
+
+    >>> top_k_filter(torch.tensor([1.0, 3.0, 2.0, 0.0]), 2).tolist()
+    [-inf, 3.0, 2.0, -inf]
+    """
+    if k is None or k >= logits.size(-1):
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k 应是 >= 1 的整数（1 就是贪心），收到 {k}。")
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1) 第 k 大的值
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """nucleus 采样（Holtzman et al., 2020）：按概率从大到小取词，取到累计概率 >= p 为止，其余设为 -inf。
+
+    保留的是"累计概率达到 p 的最小集合"：一个词被保留，当且仅当比它概率大的词加起来还不到 p。
+    所以概率最大的词总被保留；p 为 None 或 >= 1 时不变。
+
+    >>> top_p_filter(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])), 0.7).isfinite().tolist()  # 0.5 + 0.3 >= 0.7
+    [True, True, False, False]
+    """
+    if p is None or p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p 应在 (0, 1] 之间（常用 0.9），收到 {p}。")
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # 排在它前面的词的累计概率
+    remove_sorted = mass_before >= p
+    remove = remove_sorted.scatter(-1, order, remove_sorted)  # 按原来的顺序放回
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def next_token_probs(
+    logits: torch.Tensor,
+    previous: Iterable[int] = (),
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    banned: Sequence[int] = (),
+) -> torch.Tensor:
+    """把最后一个位置的 logits (V,) 或 (B, V) 变成下一个词的概率分布，依次做：
+
+    重复惩罚 -> 禁用词 -> 除以温度 T -> top-k -> top-p -> softmax，即 :math:`p_i \\propto \\exp(z_i / T)`。
+    T < 1 让分布更尖（更保守），T > 1 更平（更多样、也更容易胡说）。
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature 应 > 0（想要确定的结果请用 strategy='greedy'），收到 {temperature}。")
+    logits = apply_repetition_penalty(logits.float(), previous, repetition_penalty)
+    if banned:
+        logits[..., list(banned)] = float("-inf")
+    logits = top_k_filter(logits / temperature, top_k)
+    logits = top_p_filter(logits, top_p)
+    return logits.softmax(dim=-1)
+
+
+# ---------------------------------------------------------------------------
+# 2. 解码器：带缓存或不带缓存地"喂一个字，拿回下一个字的 logits"
+# ---------------------------------------------------------------------------
+
+
+class _Decoder:
+    """把"带不带缓存""超过 max_len 怎么办"藏起来，generate 和 beam_search 只管要 logits。"""
+
+    def __init__(self, model: nn.Module, use_cache: bool) -> None:
+        self.model, self.use_cache = model, use_cache
+        self.window = getattr(model, "max_len", None)
+        self.cache = None
+
+    def start(self, sequences: torch.Tensor) -> torch.Tensor:
+        """读入提示 (B, T)，返回最后一个位置的 logits (B, V)。"""
+        self.sequences = sequences
+        return self._recompute()
+
+    def _recompute(self) -> torch.Tensor:
+        # 只看最后 window 个字；带缓存时重新建缓存，把这个窗口一次读进去
+        context = self.sequences if self.window is None else self.sequences[:, -self.window :]
+        self.cache = self.model.new_cache(context.size(0)) if self.use_cache else None
+        return self.model(context, cache=self.cache, last_only=True)[:, -1]  # (B, V)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """在每条序列后面接上一个新字 tokens (B,)，返回下一个位置的 logits (B, V)。"""
+        self.sequences = torch.cat([self.sequences, tokens[:, None]], dim=1)  # (B, T+1)
+        if not self.use_cache:
+            return self._recompute()  # 不带缓存：整段重新算一遍
+        if self.window is not None and self.cache.length >= self.window:
+            return self._recompute()  # 窗口满了：绝对位置变了，缓存作废
+        return self.model(tokens[:, None], cache=self.cache)[:, -1]  # 只算新的一个位置
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.sequences = self.sequences.index_select(0, index)
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+# ---------------------------------------------------------------------------
+# 3. 提示的编码与结果的解码
+# ---------------------------------------------------------------------------
+
+
+def _prompt_ids(prompt, vocab, bos_id: int | None) -> tuple[list[int], bool]:
+    """提示 -> (编号列表, 是否是文本)。"""
+    as_text = isinstance(prompt, str)
+    if as_text:
+        if vocab is None:
+            raise ValueError("提示是字符串时需要 vocab=词表，用来把每个字变成编号；或者直接传编号列表。")
+        ids = vocab.encode(list(prompt))
+    else:
+        ids = [int(i) for i in (prompt.tolist() if isinstance(prompt, torch.Tensor) else prompt)]
+    if not ids:
+        if bos_id is None:
+            raise ValueError(
+                "提示是空的：语言模型要根据前面的字预测下一个字，至少需要一个开头。"
+                "请写一段提示，或传 bos_id=开头字的编号（例如 vocab['\\n']，表示从一句话的开头写起）。"
+            )
+        ids = [int(bos_id)]
+    return ids, as_text
+
+
+def _token_ids(tokens, vocab) -> set[int]:
+    """停止符：编号，或给了 vocab 时也可以是字（字符串里的每个字都算一个停止符）。"""
+    result = set()
+    for token in tokens or ():
+        if isinstance(token, str):
+            if vocab is None:
+                raise ValueError(f"停止符 {token!r} 是文字，需要同时传 vocab；或者直接给编号。")
+            result.update(vocab[ch] for ch in token)
+        else:
+            result.add(int(token))
+    return result
+
+
+def _banned(vocab) -> list[int]:
+    return [vocab.pad_id, vocab.unk_id] if vocab is not None else []
+
+
+def _finish(ids: list[int], vocab, as_text: bool):
+    return "".join(vocab.decode(ids)) if as_text else ids
+
+
+def _check_model(model: nn.Module, use_cache: bool) -> torch.device:
+    if use_cache and not hasattr(model, "new_cache"):
+        raise TypeError(
+            f"{type(model).__name__} 没有 new_cache()：它不支持带缓存的生成。请用 use_cache=False，"
+            "或让模型实现 new_cache(batch_size) 和 model(tokens, cache=..., last_only=...)。"
+        )
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------
+# 4. 逐字生成与束搜索
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompt,
+    max_new_tokens: int = 50,
+    *,
+    vocab=None,
+    strategy: str = "sample",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop_tokens: Iterable = (),
+    seed: int | None = None,
+    use_cache: bool = True,
+    bos_id: int | None = None,
+):
+    """从 ``prompt`` 接着写最多 ``max_new_tokens`` 个字。
+
+    参数：
+        model: 语言模型（见模块说明的调用约定）；会临时切到 eval 模式，结束后恢复。
+        prompt: 编号列表 / 一维张量，或字符串（此时要给 ``vocab``，按字编码）。
+        vocab: :class:`~aigc_lib.text.Vocab`；给了它，停止符可以写成字，且不会生成 <pad>、<unk>。
+        strategy: ``"sample"``（按概率采样，默认）或 ``"greedy"``（每步取概率最大的字；
+            temperature、top_k、top_p 不起作用，重复惩罚仍起作用）。
+        temperature: 温度，> 0；top_k: 只在概率最大的 k 个字里采样；top_p: 只在累计概率达到 p 的
+            最小集合里采样；repetition_penalty: > 1 时压低已出现过（提示和已生成部分）的字。
+        stop_tokens: 生成到其中之一就停下（保留在结果里），例如 ``["。"]`` 或 ``[vocab["\\n"]]``。
+        seed: 采样用的随机种子；给定时结果可复现且不动全局随机数。
+        use_cache: 默认 True：提示只算一遍，之后每步只算一个新位置；False 时每步把全文重算一遍
+            （结果相同，用来对照和测速）。
+        bos_id: 提示为空时从这个编号开始。
+
+    返回新生成的部分：提示是字符串时返回字符串，否则返回编号列表。
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} 无效，只能是 {' | '.join(STRATEGIES)}；束搜索请用 beam_search()。")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens 应 >= 0，收到 {max_new_tokens}。")
+    device = _check_model(model, use_cache)
+    ids, as_text = _prompt_ids(prompt, vocab, bos_id)
+    stops, banned = _token_ids(stop_tokens, vocab), _banned(vocab)
+    # 采样在 CPU 上用自己的生成器做：不同设备、不同批次顺序下，同一个种子得到同样的结果
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        decoder = _Decoder(model, use_cache)
+        new: list[int] = []
+        logits = decoder.start(torch.tensor([ids], device=device)) if max_new_tokens else None  # (1, V)
+        for step in range(max_new_tokens):
+            history = ids + new  # 重复惩罚看提示和已经生成的全部
+            if strategy == "greedy":
+                scores = apply_repetition_penalty(logits[0].float(), history, repetition_penalty)
+                if banned:
+                    scores[banned] = float("-inf")
+                token = int(scores.argmax())
+            else:
+                probs = next_token_probs(logits[0], history, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         repetition_penalty=repetition_penalty, banned=banned)
+                token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+            new.append(token)
+            if token in stops or step == max_new_tokens - 1:
+                break  # 最后一步不必再算下一个位置
+            logits = decoder.step(torch.tensor([token], device=device))
+    finally:
+        model.train(was_training)
+    return _finish(new, vocab, as_text)
+
+
+@torch.no_grad()
+def beam_search(
+    model: nn.Module,
+    prompt,
+    beam_size: int = 4,
+    max_new_tokens: int = 50,
+    *,
+    vocab=None,
+    length_penalty: float = 1.0,
+    stop_tokens: Iterable = (),
+    use_cache: bool = True,
+    bos_id: int | None = None,
+    return_score: bool = False,
+):
+    """束搜索：每步保留累计对数概率最高的 ``beam_size`` 条候选，最后按长度归一化的得分选最好的一条。
+
+    得分 = :math:`\\frac{1}{|y|^{\\alpha}} \\sum_t \\log p(y_t \\mid y_{<t}, x)`，α = ``length_penalty``。
+    不归一化（α = 0）时，越长的句子对数概率加得越多、得分越低，束搜索偏爱短句；α = 1 是按字平均。
+
+    每步从所有候选的所有扩展里取累计对数概率最高的 beam_size 个：以停止符结尾的移进"已完成"，
+    束随之变窄，其余的继续扩展。没有候选可扩展、达到 ``max_new_tokens``，或者仍在扩展的候选
+    已不可能超过最好的已完成句子时停止，在已完成的和仍在扩展的候选里选归一化得分最高的。
+    ``beam_size=1`` 与贪心解码完全相同；束宽足够大（V^(n-1)）时就是穷举。
+
+    参数与返回值同 :func:`generate`（提示、vocab、停止符、缓存、bos_id）；``return_score=True`` 时
+    返回 ``(结果, 归一化得分)``。带缓存时每步按父候选重排缓存（``cache.reorder``）。
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size 应 >= 1，收到 {beam_size}。")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens 应 >= 1，收到 {max_new_tokens}。")
+    device = _check_model(model, use_cache)
+    ids, as_text = _prompt_ids(prompt, vocab, bos_id)
+    stops, banned = _token_ids(stop_tokens, vocab), _banned(vocab)
+
+    def normalised(score: float, length: int) -> float:
+        return score / (length**length_penalty)
+
+    def best_possible(score: float, length: int) -> float:
+        # 累计对数概率只会变小（<= 0）；α > 0 时除以更长的长度反而让得分变大，最多到 max_new_tokens
+        return max(normalised(score, length), normalised(score, max_new_tokens))
+
+    was_training = model.training
+    model.eval()
+    try:
+        decoder = _Decoder(model, use_cache)
+        logits = decoder.start(torch.tensor([ids], device=device))  # (1, V)：一开始只有一条候选
+        beams: list[list[int]] = [[]]
+        scores: list[float] = [0.0]  # 每条候选的累计对数概率
+        finished: list[tuple[float, list[int]]] = []  # (归一化得分, 编号)
+        for step in range(max_new_tokens):
+            log_probs = F.log_softmax(logits.float(), dim=-1)  # (b, V)
+            if banned:
+                log_probs[:, banned] = float("-inf")
+            total = (log_probs + torch.tensor(scores, device=device)[:, None]).view(-1)  # (b·V,)
+            top_scores, top_index = total.topk(min(beam_size, total.numel()))
+            vocab_size = log_probs.size(-1)
+            parents, tokens, alive_scores = [], [], []
+            for score, index in zip(top_scores.tolist(), top_index.tolist()):
+                parent, token = divmod(index, vocab_size)
+                if score == float("-inf"):
+                    break
+                if token in stops:
+                    finished.append((normalised(score, step + 1), beams[parent] + [token]))
+                else:
+                    parents.append(parent)
+                    tokens.append(token)
+                    alive_scores.append(score)
+            beams, scores = [beams[p] + [t] for p, t in zip(parents, tokens)], alive_scores
+            if not beams or step == max_new_tokens - 1:
+                break
+            if finished and max(best_possible(s, step + 1) for s in scores) <= max(f[0] for f in finished):
+                break  # 仍在扩展的候选再怎么写也赢不了最好的已完成句子
+            decoder.reorder(torch.tensor(parents, device=device))
+            logits = decoder.step(torch.tensor(tokens, device=device))  # (b, V)
+        candidates = finished + [(normalised(s, len(b)), b) for s, b in zip(scores, beams)]
+        best_score, best = max(candidates, key=lambda c: c[0])
+    finally:
+        model.train(was_training)
+    result = _finish(best, vocab, as_text)
+    return (result, best_score) if return_score else result

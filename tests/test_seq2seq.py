@@ -1,0 +1,234 @@
+"""aigc_lib.models.seq2seq：解码器层对照 nn.TransformerDecoderLayer；补齐不变、因果掩码；
+能背下一个小批次；束搜索（beam=1 等于贪心，束足够大时等于暴力枚举的最优解）。"""
+
+import itertools
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from aigc_lib import fit
+from aigc_lib.models.seq2seq import Seq2SeqTransformer, TransformerDecoderLayer
+from aigc_lib.pinyin_data import seq2seq_collate
+
+PAD, BOS, EOS = 0, 2, 3
+
+
+def tiny_model(seed, src_vocab=11, tgt_vocab=13, d_model=16, heads=2, layers=2, aligned=False, dropout=0.0):
+    torch.manual_seed(seed)
+    return Seq2SeqTransformer(src_vocab, tgt_vocab, d_model=d_model, num_heads=heads, num_encoder_layers=layers,
+                              num_decoder_layers=layers, dim_feedforward=2 * d_model, dropout=dropout,
+                              max_len=32, aligned=aligned).eval()
+
+
+def random_pairs(g: random.Random, n, src_vocab=11, tgt_vocab=13, max_len=6):
+    """n 条随机 (源编号, 目标编号)，编号从 4 开始（0-3 是 pad/unk/bos/eos）。"""
+    pairs = []
+    for _ in range(n):
+        S, T = g.randint(1, max_len), g.randint(1, max_len)
+        pairs.append(([g.randrange(4, src_vocab) for _ in range(S)], [g.randrange(4, tgt_vocab) for _ in range(T)]))
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# 解码器层 = PyTorch 的 nn.TransformerDecoderLayer
+# ---------------------------------------------------------------------------
+
+
+def copy_into_torch_layer(mine: TransformerDecoderLayer, ref: nn.TransformerDecoderLayer) -> None:
+    with torch.no_grad():
+        for ours, theirs in ((mine.self_attn, ref.self_attn), (mine.cross_attn, ref.multihead_attn)):
+            theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+            theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+            theirs.out_proj.weight.copy_(ours.out_proj.weight)
+            theirs.out_proj.bias.copy_(ours.out_proj.bias)
+        for a, b in ((mine.norm1, ref.norm1), (mine.norm2, ref.norm2), (mine.norm3, ref.norm3),
+                     (mine.ff[0], ref.linear1), (mine.ff[3], ref.linear2)):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+
+
+def test_decoder_layer_matches_torch_with_causal_and_padding_masks():
+    g = random.Random(0)
+    for trial in range(30):
+        B, T, S, heads = g.randint(1, 4), g.randint(1, 7), g.randint(1, 7), g.choice([1, 2, 4])
+        C = heads * g.randint(1, 6)
+        torch.manual_seed(trial)
+        mine = TransformerDecoderLayer(C, heads, dim_feedforward=2 * C, dropout=0.0).eval()
+        ref = nn.TransformerDecoderLayer(C, heads, dim_feedforward=2 * C, dropout=0.0, activation="gelu",
+                                         batch_first=True, norm_first=True).eval()
+        copy_into_torch_layer(mine, ref)
+        y, memory = torch.randn(B, T, C), torch.randn(B, S, C)
+        lengths = torch.randint(1, S + 1, (B,))
+        padding = torch.arange(S)[None, :] >= lengths[:, None]  # (B, S)，True = 补齐
+        causal = nn.Transformer.generate_square_subsequent_mask(T)
+        expected = ref(y, memory, tgt_mask=causal, memory_key_padding_mask=padding)
+        fused, _, _ = mine(y, memory, padding)
+        explicit, self_w, cross_w = mine(y, memory, padding, need_weights=True)
+        torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(explicit, expected, atol=1e-5, rtol=1e-4)
+        assert self_w.shape == (B, heads, T, T) and cross_w.shape == (B, heads, T, S)
+        assert torch.all(self_w.triu(diagonal=1) == 0)  # 看不到未来
+        assert torch.all(cross_w.masked_select(padding[:, None, None, :].expand_as(cross_w)) == 0)  # 看不到补齐
+        torch.testing.assert_close(cross_w.sum(-1), torch.ones(B, heads, T))
+
+
+# ---------------------------------------------------------------------------
+# 掩码：补齐不改变结果，后面的目标词不影响前面的 logits
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_padding_does_not_change_logits(aligned):
+    g = random.Random(1)
+    for seed in range(8):
+        model = tiny_model(seed, aligned=aligned)
+        pairs = random_pairs(g, 5)
+        src, src_lengths, tgt_in, _ = seq2seq_collate(pairs)
+        # 多补几列，确认额外的补齐也不影响
+        src = torch.cat([src, torch.zeros(len(pairs), 3, dtype=torch.long)], dim=1)
+        tgt_in = torch.cat([tgt_in, torch.zeros(len(pairs), 2, dtype=torch.long)], dim=1)
+        batched = model(src, src_lengths, tgt_in)
+        for i, pair in enumerate(pairs):
+            s, l, t, _ = seq2seq_collate([pair])
+            alone = model(s, l, t)  # (1, len+1, V)
+            torch.testing.assert_close(batched[i, : alone.size(1)], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_future_target_tokens_do_not_change_earlier_logits(aligned):
+    g = torch.Generator().manual_seed(2)
+    for seed in range(8):
+        model = tiny_model(seed, aligned=aligned)
+        B, S, T = 3, 5, 6
+        src = torch.randint(4, 11, (B, S), generator=g)
+        lengths = torch.tensor([5, 3, 1])
+        tgt_in = torch.randint(4, 13, (B, T), generator=g)
+        tgt_in[:, 0] = BOS
+        logits = model(src, lengths, tgt_in)
+        for t in range(1, T):
+            changed = tgt_in.clone()
+            changed[:, t:] = torch.randint(4, 13, (B, T - t), generator=g)
+            other = model(src, lengths, changed)
+            torch.testing.assert_close(other[:, :t], logits[:, :t], atol=1e-5, rtol=1e-4)
+            assert not torch.allclose(other[:, t:], logits[:, t:])  # 之后的位置确实看得到改动
+
+
+def test_attention_weights_are_returned_for_heatmaps():
+    model = tiny_model(3)
+    src, lengths, tgt_in, _ = seq2seq_collate([([4, 5, 6], [7, 8]), ([9], [10, 11, 12])])
+    logits, attention = model(src, lengths, tgt_in, return_attention=True)
+    torch.testing.assert_close(logits, model(src, lengths, tgt_in), atol=1e-5, rtol=1e-4)
+    assert len(attention["cross"]) == 2 and attention["cross"][0].shape == (2, 2, 4, 3)
+    assert torch.all(attention["cross"][-1][1, :, :, 1:] == 0)  # 第二句只有 1 个源位置
+
+
+def test_config_rebuilds_the_model_and_errors_are_clear():
+    model = tiny_model(4, aligned=True)
+    clone = Seq2SeqTransformer(**model.config)
+    clone.load_state_dict(model.state_dict())
+    src, lengths, tgt_in, _ = seq2seq_collate([([4, 5], [6, 7])])
+    torch.testing.assert_close(clone.eval()(src, lengths, tgt_in), model(src, lengths, tgt_in))
+    with pytest.raises(ValueError, match="tgt_vocab_size"):
+        Seq2SeqTransformer(10, 3)
+    with pytest.raises(ValueError, match="max_len"):
+        model.greedy_decode(src, lengths, target_lengths=torch.tensor([40]))
+    with pytest.raises(ValueError, match="词编号超出范围"):
+        model(torch.tensor([[50]]), torch.tensor([1]), tgt_in)
+
+
+# ---------------------------------------------------------------------------
+# 训练：能背下一个小批次
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_overfits_a_tiny_batch_through_fit(aligned):
+    g = random.Random(5)
+    # 目标 = 源序列每个编号 +2 再倒过来：需要真正的"翻译"（重排 + 换词），不是逐位复制
+    sources = [[g.randrange(4, 11) for _ in range(g.randint(2, 5))] for _ in range(8)]
+    pairs = [(s, [x + 2 for x in reversed(s)]) for s in sources]
+    batch = seq2seq_collate(pairs)
+    model = tiny_model(5, d_model=32, heads=4, aligned=aligned).train()
+    history = fit(model, [batch] * 20, epochs=6, optimizer=torch.optim.Adam(model.parameters(), lr=5e-3),
+                  progress=False)
+    assert history.records[-1]["train_loss"] < 0.05
+    src, lengths = batch[0], batch[1]
+    assert model.greedy_decode(src, lengths) == [t for _, t in pairs]
+    assert model.beam_search(src, lengths, beam_size=3) == [t for _, t in pairs]
+
+
+# ---------------------------------------------------------------------------
+# 解码
+# ---------------------------------------------------------------------------
+
+
+def test_beam_of_one_equals_greedy():
+    g = random.Random(6)
+    for seed in range(10):
+        model = tiny_model(seed, aligned=seed % 2 == 1)
+        pairs = random_pairs(g, 6)
+        src, lengths, _, _ = seq2seq_collate(pairs)
+        assert model.beam_search(src, lengths, beam_size=1) == model.greedy_decode(src, lengths)
+        fixed = torch.tensor([len(t) for _, t in pairs])
+        allowed = torch.rand(6, 8, 13, generator=torch.Generator().manual_seed(seed)) < 0.5
+        allowed[:, :, 4] = True  # 每步至少有一个可选的词
+        greedy = model.greedy_decode(src, lengths, target_lengths=fixed, allowed=allowed)
+        assert model.beam_search(src, lengths, beam_size=1, target_lengths=fixed, allowed=allowed) == greedy
+        assert [len(out) for out in greedy] == fixed.tolist()  # 等长解码：正好这么多词
+        assert all(allowed[b, t, tok] for b, out in enumerate(greedy) for t, tok in enumerate(out))
+
+
+def test_greedy_picks_the_argmax_at_every_step():
+    # 参照：逐步用老师强制把已解码的前缀喂回去，每一步都应是（去掉 pad/bos 后的）argmax
+    g = random.Random(7)
+    for seed in range(6):
+        model = tiny_model(seed)
+        pairs = random_pairs(g, 4)
+        src, lengths, _, _ = seq2seq_collate(pairs)
+        for i, out in enumerate(model.greedy_decode(src, lengths, max_len=8)):
+            prefix = [BOS]
+            for step in range(len(out) + 1):
+                logits = model(src[i : i + 1], lengths[i : i + 1], torch.tensor([prefix]))[0, -1]
+                logits[[PAD, BOS]] = float("-inf")
+                expected = int(logits.argmax())
+                if step < len(out):
+                    assert out[step] == expected
+                    prefix.append(out[step])
+                elif len(out) < 8:
+                    assert expected == EOS  # 停下是因为写出了 <eos>
+
+
+def test_large_beam_finds_the_best_sequence_by_brute_force():
+    # 固定输出长度 L，可选词 {unk, 4, 5, 6}：共 4^L 条序列。束宽不小于 4^L 时束搜索等于穷举
+    g = random.Random(8)
+    for seed in range(6):
+        model = tiny_model(seed, tgt_vocab=7)
+        for L in (1, 2, 3):
+            src_ids = [g.randrange(4, 11) for _ in range(g.randint(1, 5))]
+            src, lengths = torch.tensor([src_ids]), torch.tensor([len(src_ids)])
+            candidates = [list(seq) for seq in itertools.product([1, 4, 5, 6], repeat=L)]
+            scores = model.sequence_log_prob(src.expand(len(candidates), -1), lengths.expand(len(candidates)),
+                                             candidates)
+            best = candidates[int(scores.argmax())]
+            found, found_scores = model.beam_search(src, lengths, beam_size=4**L, target_lengths=torch.tensor([L]),
+                                                    return_scores=True)
+            assert found[0] == best
+            assert found_scores[0] == pytest.approx(float(scores.max()), abs=1e-4)
+            # 任意束宽：返回的分数就是这条序列的真实对数概率
+            for k in (2, 3):
+                out, s = model.beam_search(src, lengths, beam_size=k, target_lengths=torch.tensor([L]),
+                                           return_scores=True)
+                true = model.sequence_log_prob(src, lengths, out)
+                assert s[0] == pytest.approx(float(true[0]), abs=1e-4)
+
+
+def test_beam_search_without_fixed_length_stops_at_eos():
+    model = tiny_model(9)
+    src, lengths, _, _ = seq2seq_collate(random_pairs(random.Random(9), 5))
+    for k in (1, 2, 4):
+        outs = model.beam_search(src, lengths, beam_size=k, max_len=7)
+        assert all(len(o) <= 7 and EOS not in o and PAD not in o and BOS not in o for o in outs)
+    with pytest.raises(ValueError, match="beam_size"):
+        model.beam_search(src, lengths, beam_size=0)
