@@ -14,6 +14,7 @@ NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
 MAX_BYTES = 3_000_000  # 图片嵌在 notebook 里，但一个章节不该超过几 MB
 
 ABSOLUTE_PATH = re.compile(r"(/home/|/root/|/Users/|/tmp/|/work/|[A-Za-z]:\\\\Users)")
+PLACEHOLDER = re.compile(r"__[A-Z][A-Z0-9_]*__|⟦[^⟧]*⟧|\bTODO\b")  # 写作时留的空，运行后要换成正文
 MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{6,}")
 
 
@@ -66,3 +67,6 @@ def test_notebook_follows_course_conventions(path):
     for heading in ("小结", "练习"):
         assert heading in markdown, f"{path.name} 缺少“{heading}”"
     assert "<details>" in markdown, f"{path.name} 的练习缺少折叠的参考答案"
+    leftover = PLACEHOLDER.findall(markdown)
+    assert not leftover, f"{path.name} 的正文里还有没填写的占位符：{sorted(set(leftover))}"
+    assert "**预计运行时间**" in markdown, f"{path.name} 缺少“预计运行时间”一行"
