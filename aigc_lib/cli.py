@@ -5,8 +5,11 @@
     aigc predict runs/gru "这本书很好看" "物流太慢了"
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
     torchrun --nproc_per_node=2 -m aigc_lib.cli train --task sentiment --model gru --out runs/gru-ddp
+    aigc course run --profile gpu --inplace          # 按顺序执行所有章节，刷新提交的输出
+    aigc course build --out site/                    # 离线网站：目录、每章一页、每章一套幻灯片
 
-所有任务共用这三个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里。
+所有任务共用这几个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里，整门课的执行和网站在
+``aigc_lib.course`` 里。
 """
 
 from __future__ import annotations
@@ -56,13 +59,14 @@ def _parser() -> argparse.ArgumentParser:
                            for name, task in TASKS.items())
     parser = argparse.ArgumentParser(
         prog="aigc", formatter_class=ChineseHelpFormatter, add_help=False,
-        description="AIGC 课程的命令行工具：训练、评估、预测。\n\n可用的任务：\n" + task_lines,
+        description="AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n"
+                    "可用的任务：\n" + task_lines,
         epilog="每个子命令都有自己的帮助，例如：aigc train --help",
     )
     parser.add_argument("-h", "--help", action="help", help="显示帮助并退出")
     parser._positionals.title = "子命令"
     parser._optionals.title = "选项"
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,generate}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,generate,course}")
 
     def add(name, help_text, description):
         p = sub.add_parser(name, help=help_text, description=description, add_help=False,
@@ -121,7 +125,48 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
     gen.add_argument("--seed", type=int, default=None, help="采样的随机种子（给定时结果可复现）")
     gen.add_argument("--no-cache", action="store_true", help="不用 KV 缓存（每步重算全文，只为对照）")
+    _add_course_parser(sub)
     return parser
+
+
+def _add_course_parser(sub) -> None:
+    """``aigc course run`` 与 ``aigc course build``（实现在 ``aigc_lib.course``）。"""
+    def titled(p):
+        p.add_argument("-h", "--help", action="help", help="显示帮助并退出")
+        p._positionals.title = "位置参数"
+        p._optionals.title = "选项"
+        return p
+
+    course = titled(sub.add_parser(
+        "course", help="运行整门课（所有章节）或生成离线网站", add_help=False, formatter_class=ChineseHelpFormatter,
+        description="整门课的两件事：按顺序执行所有章节（run），把执行过的章节生成离线网站和幻灯片（build）。\n"
+                    "例：aigc course run --profile gpu --inplace\n    aigc course build --out site/"))
+    actions = course.add_subparsers(dest="course_command", metavar="{run,build}")
+    course.set_defaults(course_parser=course)  # 只写 aigc course 时打印这份帮助
+
+    run = titled(actions.add_parser(
+        "run", help="按编号顺序执行 chapters/ 里的所有 notebook", add_help=False, formatter_class=ChineseHelpFormatter,
+        description="按编号顺序执行章节（工作目录是章节所在的文件夹），显示进度、每章用时和汇总表。\n"
+                    "某个单元格出错时停下，说明是哪一章、哪个单元格、什么错误，退出码 1。\n"
+                    "例：aigc course run --profile smoke --only 00,01\n"
+                    "    aigc course run --profile gpu --inplace     # 在 GPU 机器上刷新提交的输出"))
+    run.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default=None,
+                     help="运行档位（默认：环境变量 AIGC_PROFILE；没有时有 CUDA 用 gpu，否则 cpu）")
+    run.add_argument("--only", default=None, help="只运行这些章节，逗号分隔的编号，例如 03,05")
+    run.add_argument("--chapters", default="chapters", help="章节所在的目录（默认 chapters）")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--inplace", action="store_true", help="把执行结果写回原 notebook（刷新提交的输出）")
+    where.add_argument("--out", default=None, help="把执行过的 notebook 写到这个目录（默认 runs/course/<档位>/）")
+
+    build = titled(actions.add_parser(
+        "build", help="把执行过的章节生成离线网站（目录、章节页面、幻灯片）", add_help=False,
+        formatter_class=ChineseHelpFormatter,
+        description="生成一个不联网也能打开的网站：index.html 是目录，每章一页（带上一章、下一章），\n"
+                    "每章一套 reveal.js 幻灯片；公式和幻灯片用到的文件都复制进网站文件夹。notebook 本身不会被改动。\n"
+                    "例：aigc course build --out site/    然后用浏览器打开 site/index.html"))
+    build.add_argument("--src", default="chapters", help="执行过的章节所在的目录（默认 chapters）")
+    build.add_argument("--out", default="site", help="网站输出目录（默认 site）")
+    build.add_argument("--only", default=None, help="只生成这些章节，逗号分隔的编号，例如 00,02")
 
 
 def _train(args) -> int:
@@ -189,6 +234,25 @@ def _generate(args) -> int:
     return 0
 
 
+def _course(args) -> int:
+    import time
+
+    from .course import build_site, run_course
+
+    if args.course_command is None:
+        args.course_parser.print_help()
+        return 2
+    if args.course_command == "run":
+        return run_course(args.chapters, profile=args.profile, only=args.only, inplace=args.inplace, out=args.out)
+    start = time.perf_counter()
+    written = build_site(args.src, args.out, only=args.only)
+    chapters = (len(written) - 1) // 2
+    seconds = time.perf_counter() - start
+    print(f"网站已生成：{written[0]}（{chapters} 章，每章一页和一套幻灯片，用时 {seconds:.1f} 秒）。")
+    print(f"用浏览器打开 {written[0]} 即可，不需要联网；幻灯片是 {Path(args.out) / '<章节>.slides.html'}。")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
     parser = _parser()
@@ -197,11 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .checkpoint import CheckpointMismatchError
+    from .course import CourseError
     from .tasks import TaskError
 
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate, "course": _course}
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate}[args.command](args)
-    except (TaskError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
+        return commands[args.command](args)
+    except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
         print(f"aigc {args.command}: 错误：{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -55,7 +55,7 @@ def test_notebook_is_committed_executed_and_clean(path):
             assert not ABSOLUTE_PATH.search(text), f"{path.name} 的输出含绝对路径：{ABSOLUTE_PATH.search(text)[0]!r}"
             assert not MEMORY_ADDRESS.search(text), f"{path.name} 的输出含内存地址"
             assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), (
-                f"{path.name} 的输出里有控件（widget），保存后读者看不到；请用 AIGC_PROGRESS=text 运行"
+                f"{path.name} 的输出里有控件（widget），保存后读者看不到；请用 aigc course run --profile cpu --only NN --inplace 重新执行"
             )
 
 
