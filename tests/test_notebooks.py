@@ -14,7 +14,7 @@ NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
 MAX_BYTES = 3_000_000  # 图片嵌在 notebook 里，但一个章节不该超过几 MB
 
 ABSOLUTE_PATH = re.compile(r"(/home/|/root/|/Users/|/tmp/|/work/|[A-Za-z]:\\\\Users)")
-PLACEHOLDER = re.compile(r"__[A-Z][A-Z0-9_]*__|⟦[^⟧]*⟧|\bTODO\b")  # 写作时留的空，运行后要换成正文
+PLACEHOLDER = re.compile(r"__[A-Z][A-Z0-9_]*__|⟦[^⟧]*⟧|\bTODO\b|^[A-Z][A-Z0-9_]+$", re.M)  # 写作时留的空，运行后要换成正文
 MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{6,}")
 
 
