@@ -9,7 +9,7 @@
     aigc course build --out site/                    # 离线网站：目录、每章一页、每章一套幻灯片
 
 所有任务共用这几个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里，整门课的执行和网站在
-``aigc_lib.course`` 里。
+``aigc_lib.course`` 和 ``aigc_lib.course_site`` 里。
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def _generate(args) -> int:
 def _course(args) -> int:
     import time
 
-    from .course import build_site, run_course
+    from .course import run_course
+    from .course_site import build_site
 
     if args.course_command is None:
         args.course_parser.print_help()

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from aigc_lib import course
+from aigc_lib import course, course_site
 from aigc_lib.cli import main
 
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
@@ -105,14 +105,14 @@ def test_select_chapters_keeps_number_order():
 def test_parse_runtimes_and_goals():
     line = ("**预计运行时间**：smoke 档位约 10 秒；cpu 档位（2 核 CPU）约 8 分钟；gpu 档位与 cpu 相同"
             "（这一章不训练模型）。")
-    assert course.parse_runtimes(line) == {"smoke": "约 10 秒", "cpu": "约 8 分钟", "gpu": "与 cpu 相同"}
+    assert course_site.parse_runtimes(line) == {"smoke": "约 10 秒", "cpu": "约 8 分钟", "gpu": "与 cpu 相同"}
     # 还没填好的占位符不当真
-    assert course.parse_runtimes("**预计运行时间**：smoke 档位约 __SMOKE__；cpu 档位约 ? 分钟；gpu 档位几分钟。") == {
+    assert course_site.parse_runtimes("**预计运行时间**：smoke 档位约 __SMOKE__；cpu 档位约 ? 分钟；gpu 档位几分钟。") == {
         "smoke": "", "cpu": "", "gpu": "几分钟"}
-    assert course.parse_runtimes("**预计运行时间**：⟦runtime⟧") == {"smoke": "", "cpu": "", "gpu": ""}
+    assert course_site.parse_runtimes("**预计运行时间**：⟦runtime⟧") == {"smoke": "", "cpu": "", "gpu": ""}
     first = "# 01 标题\n\n导语。\n\n**你将学到**\n- 第一条；\n- 第二条 $x^2$。\n\n**先修**：无。"
-    assert course.parse_learning_goals(first) == "- 第一条；\n- 第二条 $x^2$。"
-    assert course.parse_learning_goals("# 01 标题\n\n只有一段导语。") == "只有一段导语。"
+    assert course_site.parse_learning_goals(first) == "- 第一条；\n- 第二条 $x^2$。"
+    assert course_site.parse_learning_goals("# 01 标题\n\n只有一段导语。") == "只有一段导语。"
 
 
 def test_default_slide_types_split_at_headings_and_explicit_metadata_wins():
@@ -124,7 +124,7 @@ def test_default_slide_types_split_at_headings_and_explicit_metadata_wins():
         new_code_cell(""),
         new_code_cell("\n".join(f"print({i})" for i in range(30))),
     ])
-    assert course.assign_default_slide_types(nb)
+    assert course_site.assign_default_slide_types(nb)
     kinds = [(c.cell_type, c.source.splitlines()[0] if c.source else "", c.metadata.slideshow.slide_type)
              for c in nb.cells]
     assert kinds == [
@@ -140,7 +140,7 @@ def test_default_slide_types_split_at_headings_and_explicit_metadata_wins():
 
     explicit = new_notebook(cells=[new_markdown_cell("# 标题"), new_markdown_cell("## 一节")])
     explicit.cells[1].metadata["slideshow"] = {"slide_type": "fragment"}
-    assert not course.assign_default_slide_types(explicit)
+    assert not course_site.assign_default_slide_types(explicit)
     assert "slideshow" not in explicit.cells[0].metadata and len(explicit.cells) == 2
 
 
@@ -151,10 +151,10 @@ def test_find_remote_references_catches_scripts_styles_fonts_not_prose_links():
                    "@font-face { src: url(http://example.com/f.woff) }",
                    '<img src="https://example.com/a.png">',
                    'const m = (await import("https://cdn.example.com/mermaid.mjs")).default;']:
-        assert course.find_remote_references(remote), remote
+        assert course_site.find_remote_references(remote), remote
     local = ('<script src="assets/mathjax/MathJax.js"></script><link href="assets/course.css" rel="stylesheet">'
              '<a href="https://ui.perfetto.dev">Perfetto</a> url(fonts/x.otf) xmlns="http://www.w3.org/2000/svg"')
-    assert course.find_remote_references(local) == []
+    assert course_site.find_remote_references(local) == []
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def built_site(tmp_path_factory):
               plot,
               new_markdown_cell("说明上一张图。\n\n## 2. 第二节\n\n正文。"))
     out = tmp_path_factory.mktemp("site") / "site"
-    written = course.build_site(src, out)
+    written = course_site.build_site(src, out)
     return src, out, written
 
 
@@ -226,7 +226,7 @@ def test_site_assets_are_local_and_nothing_is_fetched_from_elsewhere(built_site)
         assert 'src="assets/mathjax/MathJax.js?config=' in text, page.name
         assert "cdnjs" not in text and "unpkg" not in text, page.name
     for path in [*pages, *out.rglob("*.css")]:
-        assert course.find_remote_references(path.read_text(encoding="utf-8")) == [], path
+        assert course_site.find_remote_references(path.read_text(encoding="utf-8")) == [], path
 
 
 def test_course_help_is_chinese(capsys):
