@@ -55,9 +55,13 @@ def chinese_font_name() -> str | None:
 def use_chinese_font() -> str | None:
     """让 matplotlib 正确显示中文，返回所用中文字体的名称。
 
-    做法是逐字回退（matplotlib >= 3.6 支持）：字体列表里 DejaVu Sans 在前，负责拉丁字母、
-    数字和负号 "−"；遇到它没有的汉字时，自动换用列表中的中文字体。因此既不会出现方块字，
-    也不需要关闭 ``axes.unicode_minus``（很多教程关掉它，负号就变成了短横线）。
+    中文字体排在字体列表的第一位：Noto Sans CJK SC 本身就有拉丁字母、数字、希腊字母和
+    负号 "−"，所以不需要关闭 ``axes.unicode_minus``（很多教程关掉它，负号就变成了短横线）。
+    DejaVu Sans 排第二，是逐字回退（matplotlib >= 3.6）的后备：中文字体没有的字符由它来画。
+
+    为什么中文字体必须排第一：带公式的标签（如 ``"正确类别的概率 $p_y$"``）由 mathtext
+    排版，它的非公式部分只用列表里的**第一个**字体，不做逐字回退。第一个若是 DejaVu Sans，
+    这类标签里的汉字就全成了方块（matplotlib 只在日志里说一句 "does not have a glyph"）。
     """
     name = chinese_font_name()
     if name is None:
@@ -69,8 +73,8 @@ def use_chinese_font() -> str | None:
             stacklevel=2,
         )
         return None
-    # 逐字回退只在 font.family 直接列出字体名时生效（写 "sans-serif" 只会用到列表里的第一个）。
-    matplotlib.rcParams["font.family"] = ["DejaVu Sans", name]
+    # 直接列出字体名，逐字回退才生效（写 "sans-serif" 只会用到那一族里的第一个字体）。
+    matplotlib.rcParams["font.family"] = [name, "DejaVu Sans"]
     matplotlib.rcParams["axes.unicode_minus"] = True
     matplotlib.rcParams["figure.dpi"] = 100
     matplotlib.rcParams["savefig.dpi"] = 150

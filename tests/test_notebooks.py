@@ -16,6 +16,7 @@ MAX_BYTES = 3_000_000  # 图片嵌在 notebook 里，但一个章节不该超过
 ABSOLUTE_PATH = re.compile(r"(/home/|/root/|/Users/|/tmp/|/work/|[A-Za-z]:\\\\Users)")
 PLACEHOLDER = re.compile(r"__[A-Z][A-Z0-9_]*__|⟦[^⟧]*⟧|\bTODO\b|^[A-Z][A-Z0-9_]+$", re.M)  # 写作时留的空，运行后要换成正文
 MEMORY_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{6,}")
+MISSING_GLYPH = re.compile(r"does not have a glyph|missing from (current )?font")  # 图里的汉字画成了方块
 
 
 def test_chapters_exist_and_are_numbered():
@@ -54,6 +55,7 @@ def test_notebook_is_committed_executed_and_clean(path):
             text = _text_of(output)
             assert not ABSOLUTE_PATH.search(text), f"{path.name} 的输出含绝对路径：{ABSOLUTE_PATH.search(text)[0]!r}"
             assert not MEMORY_ADDRESS.search(text), f"{path.name} 的输出含内存地址"
+            assert not MISSING_GLYPH.search(text), f"{path.name} 的图缺字（汉字成了方块）：{source[:80]!r}"
             assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), (
                 f"{path.name} 的输出里有控件（widget），保存后读者看不到；请用 aigc course run --profile cpu --only NN --inplace 重新执行"
             )

@@ -1,5 +1,6 @@
 """plotting：中文字体开箱即用、无缺字警告、负号正确；进度条在各环境下的行为。"""
 
+import logging
 import warnings
 
 import matplotlib
@@ -18,16 +19,26 @@ def _close_figures():
 
 
 def _save_with_warnings_as_errors(fig, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        fig.savefig(path)
+    """保存图片；缺字时 matplotlib 可能发 UserWarning（普通文字），也可能只写日志（mathtext）：两种都算失败。"""
+    messages = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("matplotlib")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fig.savefig(path)
+    finally:
+        logger.removeHandler(handler)
+    assert not messages, f"matplotlib 报告了问题：{messages[:3]}"
 
 
-def test_packaged_chinese_font_is_registered_and_first_fallback():
+def test_packaged_chinese_font_is_registered_and_first():
     name = plotting.chinese_font_name()
     assert name is not None
     families = matplotlib.rcParams["font.family"]
-    assert families[0] == "DejaVu Sans" and name in families
+    assert families == [name, "DejaVu Sans"]
     assert matplotlib.rcParams["axes.unicode_minus"] is True
 
 
@@ -42,6 +53,26 @@ def test_figure_with_chinese_saves_without_missing_glyph_warning(tmp_path, fmt):
     out = tmp_path / f"figure.{fmt}"
     _save_with_warnings_as_errors(fig, out)
     assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_chinese_next_to_a_formula_saves_without_missing_glyph(tmp_path, fmt):
+    """标签里有 $...$ 公式时整段由 mathtext 排版：其中的汉字也要能画出来。"""
+    fig, ax = plt.subplots()
+    ax.plot([0.1, 0.5, 0.9], [2.3, 0.7, -0.1], label=r"$\gamma = 2$（交叉熵）")
+    ax.set_xlabel("正确类别的概率 $p_y$")
+    ax.set_ylabel(r"损失 $-(1-p_y)^\gamma \log p_y$")
+    ax.set_title(r"温度 $T$ 越高，分布越平：$\mathrm{softmax}(z/T)$")
+    ax.legend()
+    _save_with_warnings_as_errors(fig, tmp_path / f"formula.{fmt}")
+
+
+def test_control_check_mathtext_tofu_is_detectable(tmp_path):
+    """第一个字体没有汉字时，公式标签里的汉字确实会被报告——证明上一个测试能够失败。"""
+    fig, ax = plt.subplots()
+    ax.set_xlabel("正确类别的概率 $p_y$", family="DejaVu Sans")
+    with pytest.raises(AssertionError, match="does not have a glyph"):
+        _save_with_warnings_as_errors(fig, tmp_path / "tofu.png")
 
 
 def test_control_check_missing_glyph_warning_is_detectable(tmp_path):
