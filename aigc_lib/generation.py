@@ -196,6 +196,10 @@ def _token_ids(tokens, vocab) -> set[int]:
         if isinstance(token, str):
             if vocab is None:
                 raise ValueError(f"停止符 {token!r} 是文字，需要同时传 vocab；或者直接给编号。")
+            unknown = sorted({ch for ch in token if ch not in vocab})
+            if unknown:
+                raise ValueError(f"停止符里的 {''.join(unknown)!r} 不在词表里：模型永远写不出它，生成不会在那里停下。"
+                                 "请换成词表里有的字（例如句号“。”），或者先检查 vocab 是不是训练这个模型时的那一个。")
             result.update(vocab[ch] for ch in token)
         else:
             result.add(int(token))

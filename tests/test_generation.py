@@ -279,24 +279,28 @@ def test_empty_and_over_long_prompts():
 
 def test_text_prompts_stop_characters_and_special_tokens():
     vocab = Vocab([list("今天天气很好。我们去公园玩吧！")])
-    torch.manual_seed(0)
-    model = GPTLanguageModel(len(vocab), d_model=16, num_heads=2, num_layers=1, max_len=32).eval()
-    with torch.no_grad():
-        model.head.weight[vocab.pad_id] += 5.0  # 让 <pad>、<unk> 的 logit 最大：给了 vocab 也不能生成它们
-        model.head.weight[vocab.unk_id] += 5.0
+    table = torch.randn(len(vocab), len(vocab), generator=torch.Generator().manual_seed(0))
+    table[:, [vocab.pad_id, vocab.unk_id]] += 10.0  # <pad>、<unk> 的 logit 远远最大：给了 vocab 也不能生成它们
+    markov = MarkovModel(table)
+    # 对照：不给 vocab（编号进、编号出）时什么都不禁止，贪心解码只会写 <pad>/<unk>——下面的检查因此能失败
+    assert set(generate(markov, vocab.encode(list("今天")), 5, strategy="greedy")) <= {vocab.pad_id, vocab.unk_id}
     for seed in range(20):
-        text = generate(model, "今天", 12, vocab=vocab, seed=seed, stop_tokens=["。！"])
+        text = generate(markov, "今天", 12, vocab=vocab, seed=seed, stop_tokens=["。！"])
         assert isinstance(text, str) and "<" not in text
         assert all(ch in vocab for ch in text)
         assert all(ch not in "。！" for ch in text[:-1])  # 停止符只可能出现在最后
         if len(text) < 12:
             assert text[-1] in "。！"
-    ids = generate(model, vocab.encode(list("今天")), 12, seed=0)  # 没给 vocab：编号进，编号出，不禁止任何词
-    assert isinstance(ids, list) and all(isinstance(i, int) for i in ids)
-    beam_text = beam_search(model, "今天", 3, 8, vocab=vocab)
-    assert isinstance(beam_text, str) and "<" not in beam_text
+    beam_text = beam_search(markov, "今天", 3, 8, vocab=vocab)
+    assert isinstance(beam_text, str) and beam_text and "<" not in beam_text
+    torch.manual_seed(0)
+    model = GPTLanguageModel(len(vocab), d_model=16, num_heads=2, num_layers=1, max_len=32)
+    ids = generate(model, vocab.encode(list("今天")), 12, seed=0)  # 没给 vocab：编号进，编号出
+    assert isinstance(ids, list) and len(ids) == 12 and all(isinstance(i, int) for i in ids)
     model.train()
     generate(model, "今天", 3, vocab=vocab)
     assert model.training  # 生成完恢复原来的模式
     with pytest.raises(ValueError, match="vocab"):
         generate(model, [1], 3, stop_tokens=["。"])
+    with pytest.raises(ValueError, match="不在词表里"):
+        generate(model, "今天", 3, vocab=vocab, stop_tokens=["。？"])  # “？”不在词表里：永远停不下来

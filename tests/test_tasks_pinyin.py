@@ -234,3 +234,20 @@ def test_predict_agrees_with_evaluate_and_reports_bad_input(trained_run, capsys)
     assert main(["predict", str(trained_run), "wo3 men"]) == 2
     assert "无法识别的音节" in capsys.readouterr().err
     assert main(["train", "--task", "pinyin", "--model", "gru", "--out", "x"]) == 2
+
+
+def test_convert_writes_one_placeholder_per_unknown_character():
+    """模型写出 <unk> 时，输出仍然一个音节一个字：否则后面的字全部错位，字准确率和 BLEU 都会算错。"""
+    from aigc_lib.models import Seq2SeqTransformer
+    from aigc_lib.tasks.pinyin import UNKNOWN_CHAR, build_vocabs, convert
+
+    src_vocab, tgt_vocab = build_vocabs([(["bei", "jing"], "北京"), (["bei", "fang"], "北方")])
+    model = Seq2SeqTransformer(len(src_vocab), len(tgt_vocab), d_model=8, num_heads=2, dim_feedforward=16,
+                               pad_id=src_vocab.pad_id, bos_id=src_vocab.encode(["<bos>"])[0],
+                               eos_id=src_vocab.encode(["<eos>"])[0])
+    unk, bei = tgt_vocab.unk_id, tgt_vocab.encode(["北"])[0]
+    written = [[unk, bei, unk], [bei, bei]]
+    model.greedy_decode = lambda src, lengths, target_lengths: [written[i] for i in range(len(src))]
+    out = convert(model, [["xx", "bei", "yy"], ["bei", "bei"]], src_vocab, tgt_vocab, batch_size=8)
+    assert sorted(out) == sorted([f"{UNKNOWN_CHAR}北{UNKNOWN_CHAR}", "北北"])
+    assert all(len(text) == n for text, n in zip(sorted(out, key=len), [2, 3]))

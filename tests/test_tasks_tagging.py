@@ -178,17 +178,23 @@ def test_train_then_evaluate_json(runs, key, capsys):
         assert {"f1_PER", "f1_LOC", "f1_ORG", "support_PER"} <= set(result)
 
 
-def test_evaluate_accuracy_matches_predict(runs):
-    task, model, config = load_run(runs["segment", "bilstm-crf"])
-    sentences = load_peoples_daily("val")[:300]
-    texts = ["".join(w for w, _ in s) for s in sentences]
-    rows = task.predict(model, config, texts, torch.device("cpu"))
-    gold = [sentence_tags(s, "segment")[1] for s in sentences]
-    assert [len(r["tags"]) for r in rows] == [len(g) for g in gold]
-    chars = [list(t) for t in texts]
-    direct = score_tags(gold, task.predict_tags(model, config, chars, torch.device("cpu")), chars, "segment")
-    via_rows = score_tags(gold, [r["tags"] for r in rows], chars, "segment")
-    assert direct == via_rows
+def test_evaluate_json_equals_scores_recomputed_from_predict(runs, capsys):
+    """aigc evaluate 的数字，要与从 aigc predict 的输出独立算出的一样：词区间 P/R/F1 和逐字准确率。"""
+    path = runs["segment", "bilstm-crf"]
+    task, model, config = load_run(path)
+    sentences = load_peoples_daily("val")
+    gold_words = [[w for w, _ in s] for s in sentences]
+    rows = task.predict(model, config, ["".join(words) for words in gold_words], torch.device("cpu"))
+    gold_tags = [sentence_tags(s, "segment")[1] for s in sentences]
+    assert [len(r["tags"]) for r in rows] == [len(g) for g in gold_tags]
+    correct = sum(p == g for row, gold in zip(rows, gold_tags) for p, g in zip(row["tags"], gold))
+    expected_prf = segmentation_prf(gold_words, [row["words"] for row in rows])
+
+    capsys.readouterr()
+    assert main(["evaluate", str(path), "--split", "val", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(correct / sum(len(g) for g in gold_tags))
+    assert (result["precision"], result["recall"], result["f1"]) == pytest.approx(expected_prf)
 
 
 def test_predict_prints_tagged_sentences(runs, capsys):
