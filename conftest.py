@@ -1,5 +1,6 @@
 """pytest 公共设置（对 tests/ 和 chapters/ 都生效）。
 
+- 没有设置 AIGC_PROFILE 时用 smoke 档位；
 - 单元测试在无界面的后端上画图；
 - 单元测试里的张量都很小，多线程同步的开销远大于计算：测试进程只用一个 CPU 线程；
 - 用 pytest-xdist 并行时，它启动的 notebook 内核也只用一个线程：两个进程各开两个线程去抢
@@ -8,8 +9,12 @@
 
 import os
 
-import matplotlib
-import torch
+# README 里的测试命令就是 pytest：没有指定档位时用 smoke（CI 也是它），不要在读者的笔记本上跑一小时的 cpu 档位。
+# 必须在导入 aigc_lib 之前设置；notebook 内核是子进程，也会继承它。
+os.environ.setdefault("AIGC_PROFILE", "smoke")
+
+import matplotlib  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)

@@ -147,6 +147,7 @@ class ChapterInfo:
     title: str
     goals_markdown: str
     runtimes: dict[str, str]
+    headline: str = ""
 
     @property
     def page(self) -> str:
@@ -180,6 +181,12 @@ def parse_runtimes(markdown: str) -> dict[str, str]:
     return runtimes
 
 
+def parse_headline(markdown: str) -> str:
+    """``**主要结果**：……`` 那一行：读者在这一章最后能看到的主要结果（写在开头的说明里）；没有时返回空串。"""
+    match = re.search(r"\*\*主要结果\*\*\s*[：:]\s*(.+)", markdown)
+    return match.group(1).strip() if match and not re.search(r"__|⟦", match.group(1)) else ""
+
+
 def parse_learning_goals(first_cell: str) -> str:
     """第一个单元格里 ``**你将学到**`` 下面的列表；没有时退回到标题后的第一段。返回 Markdown。"""
     match = re.search(r"\*\*你将学到\*\*[：:]?[ \t]*\n((?:[ \t]*[-*] .*(?:\n|$))+)", first_cell)
@@ -190,14 +197,15 @@ def parse_learning_goals(first_cell: str) -> str:
 
 
 def chapter_info(path: Path, nb) -> ChapterInfo:
-    """标题（第一个 ``# `` 标题）、学习目标和各档位的运行时间。"""
+    """标题（第一个 ``# `` 标题）、学习目标、主要结果和各档位的运行时间。"""
     markdown = _markdown_of(nb)
     heading = re.search(r"^# (.+)$", markdown, flags=re.M)
     number = chapter_number(path)
     title = heading.group(1).strip() if heading else path.stem
     title = re.sub(rf"^{number}\s+", "", title)
     first = next((cell.source for cell in nb.cells if cell.cell_type == "markdown"), "")
-    return ChapterInfo(path, number, title, parse_learning_goals(first), parse_runtimes(markdown))
+    return ChapterInfo(path, number, title, parse_learning_goals(first), parse_runtimes(markdown),
+                       parse_headline(first))
 
 
 def assign_default_slide_types(nb) -> bool:
@@ -378,11 +386,12 @@ def _write_offline(path: Path, text: str) -> None:
 
 INDEX_INTRO = ("每一章都是一个执行过的 notebook：点标题看完整的章节（代码、输出和图），点“幻灯片”在课堂上投影"
                "（← → 翻页，↓ 看同一节的下一页，Esc 看全部页面，S 打开演讲者视图）。网站用到的脚本、样式和公式渲染"
-               "文件都在这个文件夹里，断网也能打开。预计运行时间取自每章开头的说明，“—”表示那一章没有写。")
+               "文件都在这个文件夹里，断网也能打开。主要结果和预计运行时间取自每章开头的说明，具体数字在每章执行过的输出里；"
+               "“—”表示那一章没有写。")
 
 
 def index_html(chapters: list[ChapterInfo], title: str = SITE_TITLE) -> str:
-    """目录页：每章的编号、标题、学到什么、各档位的预计运行时间和幻灯片链接。"""
+    """目录页：每章的编号、标题、学到什么、主要结果、各档位的预计运行时间和幻灯片链接。"""
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
     pages = {info.page for info in chapters}
@@ -392,7 +401,7 @@ def index_html(chapters: list[ChapterInfo], title: str = SITE_TITLE) -> str:
         runtime = "<br>".join(f"{name}：{html.escape(info.runtimes[name] or '—')}" for name in PROFILES)
         rows.append(
             f"<tr><td>{info.number}</td><td><a href=\"{info.page}\">{html.escape(info.title)}</a></td>"
-            f"<td>{goals}</td><td class=\"runtime\">{runtime}</td>"
+            f"<td>{goals}</td><td>{html.escape(info.headline or '—')}</td><td class=\"runtime\">{runtime}</td>"
             f"<td><a href=\"{info.slides}\">幻灯片</a></td></tr>"
         )
     return f"""<!DOCTYPE html>
@@ -409,7 +418,7 @@ def index_html(chapters: list[ChapterInfo], title: str = SITE_TITLE) -> str:
 <h1>{html.escape(title)}</h1>
 <p>{INDEX_INTRO}</p>
 <table>
-<thead><tr><th>编号</th><th>章节</th><th>你将学到</th><th>预计运行时间</th><th>幻灯片</th></tr></thead>
+<thead><tr><th>编号</th><th>章节</th><th>你将学到</th><th>主要结果</th><th>预计运行时间</th><th>幻灯片</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>

@@ -113,6 +113,15 @@ def test_parse_runtimes_and_goals():
     first = "# 01 标题\n\n导语。\n\n**你将学到**\n- 第一条；\n- 第二条 $x^2$。\n\n**先修**：无。"
     assert course_site.parse_learning_goals(first) == "- 第一条；\n- 第二条 $x^2$。"
     assert course_site.parse_learning_goals("# 01 标题\n\n只有一段导语。") == "只有一段导语。"
+    assert course_site.parse_headline(first + "\n\n**主要结果**：分词 F1 对照表。\n\n**预计运行时间**：……") == "分词 F1 对照表。"
+    assert course_site.parse_headline(first) == ""
+    assert course_site.parse_headline("**主要结果**：⟦headline⟧") == ""
+
+
+def test_every_chapter_states_its_headline_result():
+    for path in sorted(CHAPTERS.glob("*.ipynb")):
+        info = course_site.chapter_info(path, nbformat.read(path, as_version=4))
+        assert info.headline, f"{path.name} 开头的说明里缺少“**主要结果**：……”一行（目录页要显示它）"
 
 
 def test_default_slide_types_split_at_headings_and_explicit_metadata_wins():
@@ -169,6 +178,7 @@ def built_site(tmp_path_factory):
               new_markdown_cell("# 01 小章节：公式\n\n导语。\n\n**你将学到**\n"
                                 "- 注意力 $\\operatorname{softmax}(QK^\\top)$；\n- 第二条。\n\n"
                                 "**先修**：[00 环境准备](00_setup.ipynb)。\n\n"
+                                "**主要结果**：一张 F1 对照表。\n\n"
                                 "**预计运行时间**：smoke 档位约 5 秒；cpu 档位约 1 分钟；gpu 档位几秒。"),
               new_markdown_cell("## 1. 第一节\n\n$$F_1 = \\frac{2PR}{P+R}$$"),
               plot,
@@ -187,6 +197,8 @@ def test_build_writes_index_pages_and_slides(built_site):
     assert '<a href="01_tiny.html">小章节：公式</a>' in index
     assert "$\\operatorname{softmax}(QK^\\top)$" in index  # 学习目标里的公式交给 MathJax
     assert "smoke：约 5 秒" in index and "cpu：约 1 分钟" in index and "gpu：几秒" in index
+    assert "<th>主要结果</th>" in index and "<td>一张 F1 对照表。</td>" in index
+    assert "<td>一张表：这台机器能做什么" in index  # 00_setup 开头写的主要结果
     assert 'href="01_tiny.slides.html"' in index
 
     first = (out / "00_setup.html").read_text(encoding="utf-8")
