@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from aigc_lib.course_site import parse_headline
+
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
 MAX_BYTES = 3_000_000  # 图片嵌在 notebook 里，但一个章节不该超过几 MB
@@ -72,3 +74,5 @@ def test_notebook_follows_course_conventions(path):
     leftover = PLACEHOLDER.findall(markdown)
     assert not leftover, f"{path.name} 的正文里还有没填写的占位符：{sorted(set(leftover))}"
     assert "**预计运行时间**" in markdown, f"{path.name} 缺少“预计运行时间”一行"
+    first_cell = "".join(nb["cells"][0]["source"])
+    assert parse_headline(first_cell), f"{path.name} 开头的说明里缺少“**主要结果**：……”一行（网站目录页要显示它）"
