@@ -37,6 +37,7 @@ SIZE_FLAGS = {
     "min_freq": (int, "进入词表的最低词频"),
     "train_limit": (int, "只用前 N 条训练数据（0 表示全部）"),
     "tokens": (str, "切分方式：word（jieba 分词）或 char（按字）"),
+    "pretrain_epochs": (int, "先在训练文本上训练几轮 skip-gram 词向量来初始化嵌入层（0 表示随机初始化）"),
     "pooling": (str, "把每个位置的输出汇总成一个向量：last、mean 或 max"),
     "block_size": (int, "语言模型每个训练片段的长度（GPT 的上下文长度）"),
     "samples_per_epoch": (int, "语言模型每轮随机抽多少个训练片段（0 表示全部）"),

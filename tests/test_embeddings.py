@@ -376,6 +376,36 @@ def test_queries_match_gensim():
         wv.most_similar("没有这个词")
 
 
+def test_embedding_matrix_rescales_known_words_and_fills_the_rest():
+    for seed in range(8):
+        wv = random_vectors(seed)
+        scale = 0.05 + 0.3 * seed  # 原始向量的尺度各不相同，输出的尺度只由 std 决定
+        wv = WordVectors(wv.words, wv.vectors * scale)
+        rng = random.Random(seed)
+        known = rng.sample(wv.words, 6)
+        words = ["<pad>", "<unk>", *known[:3], "没见过的词", *known[3:]]
+        std = [1.0, 0.5, 2.0][seed % 3]
+        matrix = wv.embedding_matrix(words, std=std, seed=seed)
+        assert matrix.shape == (len(words), wv.vectors.size(1)) and matrix.dtype == torch.float32
+        assert torch.count_nonzero(matrix[0]) == 0  # <pad> 行是 0
+        for i, word in enumerate(words):
+            if word in wv:
+                original = wv[word]
+                # 方向不变（余弦为 1），各分量的标准差正好是 std
+                assert torch.nn.functional.cosine_similarity(matrix[i], original, dim=0) == pytest.approx(1, abs=1e-5)
+                assert (matrix[i] / original).min() > 0
+                assert matrix[i].std().item() == pytest.approx(std, rel=1e-4)
+        missing = [i for i, w in enumerate(words) if w not in wv and i != 0]
+        assert all(torch.count_nonzero(matrix[i]) == matrix.size(1) for i in missing)
+        # 缺失行是由种子决定的随机数：同种子相同，换种子不同；padding_idx=None 时第 0 行也是随机数
+        assert torch.equal(matrix, wv.embedding_matrix(words, std=std, seed=seed))
+        other = wv.embedding_matrix(words, std=std, seed=seed + 100, padding_idx=None)
+        assert not torch.equal(other[missing], matrix[missing]) and torch.count_nonzero(other[0]) > 0
+        known_rows = [i for i, w in enumerate(words) if w in wv]
+        assert torch.equal(other[known_rows], matrix[known_rows])
+    assert wv.embedding_matrix(["都不在", "词表里"], padding_idx=None).std().item() > 0.5
+
+
 def test_word2vec_format_round_trip_with_gensim(tmp_path):
     from gensim.models import KeyedVectors
 

@@ -612,6 +612,33 @@ class WordVectors:
         query = self.unit[ib] - self.unit[ia] + self.unit[ic]
         return self._nearest(query, k, exclude=sorted({ia, ib, ic}))
 
+    def embedding_matrix(
+        self, words: Sequence[str], std: float = 1.0, padding_idx: int | None = 0, seed: int = 0
+    ) -> torch.Tensor:
+        """按 ``words`` 的顺序（通常是分类器的 ``vocab.itos``）拼出 ``(len(words), D)`` 的矩阵，
+        交给模型的 ``pretrained_embeddings`` 初始化嵌入层。
+
+        - 有向量的词：把向量**等比缩放**到各分量的标准差为 ``std``（方向不变，余弦近邻不变）。
+          默认 1.0，与 ``nn.Embedding`` 默认的 N(0, 1) 初始化同一个尺度。skip-gram 向量的分量比这小得多
+          （第 05 章打印了实际的数），而 Adam 类优化器每步的更新幅度与权重本身的大小无关：
+          权重越小，同样的一步改掉的比例越大，学到的结构也越快被冲淡。
+        - 没有向量的词（``<pad>``、``<unk>``、词频太低的词）：N(0, std²) 随机数，由 ``seed`` 固定。
+        - ``padding_idx`` 那一行置 0（与 ``nn.Embedding(padding_idx=...)`` 一致；None 表示没有补齐词）。
+
+        想知道覆盖了多少词：``sum(w in vectors for w in words)``。
+        """
+        D = self.vectors.size(1)
+        generator = torch.Generator().manual_seed(seed)
+        matrix = torch.randn(len(words), D, generator=generator) * std
+        rows = [i for i, word in enumerate(words) if word in self.index]
+        if rows:
+            found = self.vectors[[self.index[words[i]] for i in rows]]  # (n, D)
+            scale = found.std(dim=1, keepdim=True).clamp(min=1e-12)
+            matrix[rows] = found / scale * std
+        if padding_idx is not None:
+            matrix[padding_idx] = 0.0
+        return matrix
+
     def save_word2vec_format(self, path: str | Path) -> None:
         """写成 word2vec 文本格式（UTF-8）：第一行 "V D"，之后每行 "词 v1 v2 ... vD"。
 

@@ -2,10 +2,13 @@
 
 模型家族：``rnn``、``lstm``、``gru``（:class:`~aigc_lib.models.RNNClassifier`）和 ``transformer``
 （:class:`~aigc_lib.models.TransformerClassifier`），调用方式都是 ``model(tokens, lengths) -> logits``。
+RNN 家族默认先用训练文本上的 skip-gram 词向量初始化嵌入层（``pretrain_epochs``，见
+:meth:`SentimentTask.pretrained_vectors`；第 05 章第 9 节比较了这样做的效果）。
 """
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import torch
@@ -13,10 +16,10 @@ import torch
 from ..batching import make_loader
 from ..corpora import load_reviews
 from ..metrics import accuracy, precision_recall_f1
-from ..models import RNNClassifier, TransformerClassifier
+from ..models import RNNClassifier, TransformerClassifier, train_skipgram_fast
 from ..runtime import pick
 from ..text import Vocab, clean_text, tokenize
-from .base import Task, TaskError
+from .base import Task, TaskError, _is_main_process
 
 LABELS = ("负面", "正面")  # 标签 0、1 的中文名
 
@@ -51,7 +54,9 @@ class SentimentTask(Task):
                          layers=pick(smoke=1, cpu=2, gpu=4), lr=pick(smoke=1e-3, cpu=5e-4, gpu=3e-4))
         else:
             sizes.update(hidden_dim=pick(smoke=32, cpu=128, gpu=256), layers=pick(smoke=1, cpu=1, gpu=2),
-                         bidirectional=True, pooling="max")
+                         bidirectional=True, pooling="max",
+                         # 先在训练集的文本上训练几轮 skip-gram（第 04 章），用它初始化嵌入层；0 表示随机初始化
+                         pretrain_epochs=pick(smoke=1, cpu=5, gpu=5))
         return sizes
 
     # ---------------------------------------------------------------- 数据
@@ -61,13 +66,17 @@ class SentimentTask(Task):
             pairs = pairs[:limit]
         return [(vocab.encode(tokens[: sizes["max_len"]]), label) for tokens, label in pairs]
 
+    @staticmethod
+    def _train_tokens(sizes: dict) -> list[tuple[str, ...]]:
+        pairs = _tokenized_split("train", sizes["tokens"])
+        if sizes["train_limit"]:
+            pairs = pairs[: sizes["train_limit"]]
+        return [tokens for tokens, _ in pairs]
+
     def prepare(self, sizes: dict):
         if sizes["tokens"] not in ("word", "char"):
             raise TaskError(f"--tokens 只能是 word 或 char，收到 {sizes['tokens']!r}。")
-        train_pairs = _tokenized_split("train", sizes["tokens"])
-        if sizes["train_limit"]:
-            train_pairs = train_pairs[: sizes["train_limit"]]
-        vocab = Vocab([tokens for tokens, _ in train_pairs], min_freq=sizes["min_freq"], max_size=sizes["vocab_size"])
+        vocab = Vocab(self._train_tokens(sizes), min_freq=sizes["min_freq"], max_size=sizes["vocab_size"])
         train = self._encode("train", vocab, sizes, sizes["train_limit"])
         val = self._encode("val", vocab, sizes)
         train_loader = make_loader(train, batch_size=sizes["batch_size"], shuffle=True)
@@ -89,7 +98,31 @@ class SentimentTask(Task):
         return RNNClassifier(vocab_size, num_classes=2, kind=model, embed_dim=sizes["embed_dim"],
                              hidden_dim=sizes["hidden_dim"], num_layers=sizes["layers"],
                              bidirectional=sizes["bidirectional"], dropout=sizes["dropout"],
-                             pooling=sizes["pooling"])
+                             pooling=sizes["pooling"], pretrained_embeddings=self.pretrained_vectors(sizes, artifacts))
+
+    def pretrained_vectors(self, sizes: dict, artifacts: dict) -> torch.Tensor | None:
+        """``pretrain_epochs`` 大于 0 时：在训练集的文本上（不用标签）训练 skip-gram 词向量，
+        按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.models.WordVectors.embedding_matrix`）。
+
+        只用训练集，验证集和测试集的文本一个字也不看。单线程训练，同一个种子（``aigc train --seed``）
+        得到同样的向量；torchrun 的每个进程因此也得到同样的初始值。
+        """
+        epochs = sizes.get("pretrain_epochs", 0)
+        if not epochs:
+            return None
+        if epochs < 0:
+            raise TaskError(f"--pretrain-epochs 不能是负数，收到 {epochs}；0 表示不预训练。")
+        seed = torch.initial_seed()  # Task.train 已经用 --seed 设好
+        start = time.perf_counter()
+        vectors, losses = train_skipgram_fast(self._train_tokens(sizes), dim=sizes["embed_dim"], window=5,
+                                              min_count=sizes["min_freq"], epochs=epochs, workers=1, seed=seed,
+                                              device="cpu")
+        itos = artifacts["vocab"]
+        if _is_main_process():
+            covered = sum(word in vectors for word in itos)
+            print(f"预训练词向量：skip-gram {epochs} 轮，{time.perf_counter() - start:.1f} 秒，"
+                  f"损失 {losses[0]:.3f} -> {losses[-1]:.3f}；词表 {len(itos)} 个词中 {covered} 个有向量", flush=True)
+        return vectors.embedding_matrix(itos, seed=seed)
 
     def fit_options(self, sizes: dict) -> dict:
         return {"metrics": {"accuracy": accuracy}}
