@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-from .runtime import PROFILES, Timer, describe, device, pick, profile, seed_everything
+from .runtime import PROFILES, Timer, describe, device, eval_mode, pick, profile, seed_everything
 from .metrics import segmentation_prf
 from .metrics import (
     accuracy,

@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as prune
 
+from .runtime import eval_mode
+
 # ---------------------------------------------------------------------------
 # 剪枝：把“不重要”（绝对值小）的权重置 0
 # ---------------------------------------------------------------------------
@@ -378,10 +380,8 @@ def measure_latency(model: nn.Module, example_inputs, repeats: int = 50, warmup:
         elif dev_type == "mps":
             torch.mps.synchronize()
 
-    was_training = model.training
-    model.eval()
     times_ms = []
-    try:
+    with eval_mode(model):
         with torch.inference_mode():
             for _ in range(warmup):
                 call()
@@ -391,8 +391,6 @@ def measure_latency(model: nn.Module, example_inputs, repeats: int = 50, warmup:
                 call()
                 sync()
                 times_ms.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        model.train(was_training)
     times_ms.sort()
     p90 = times_ms[math.ceil(0.9 * len(times_ms)) - 1]  # 最近秩法：不插值，一定是某一次测到的值
     return {"median_ms": statistics.median(times_ms), "p90_ms": p90, "repeats": repeats}

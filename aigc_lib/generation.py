@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .runtime import eval_mode
+
 STRATEGIES = ("sample", "greedy")
 
 
@@ -272,9 +274,7 @@ def generate(
     stops, banned = _token_ids(stop_tokens, vocab), _banned(vocab)
     # 采样在 CPU 上用自己的生成器做：不同设备、不同批次顺序下，同一个种子得到同样的结果
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         decoder = _Decoder(model, use_cache)
         new: list[int] = []
         logits = decoder.start(torch.tensor([ids], device=device)) if max_new_tokens else None  # (1, V)
@@ -293,8 +293,6 @@ def generate(
             if token in stops or step == max_new_tokens - 1:
                 break  # 最后一步不必再算下一个位置
             logits = decoder.step(torch.tensor([token], device=device))
-    finally:
-        model.train(was_training)
     return _finish(new, vocab, as_text)
 
 
@@ -340,9 +338,7 @@ def beam_search(
         # 累计对数概率只会变小（<= 0）；α > 0 时除以更长的长度反而让得分变大，最多到 max_new_tokens
         return max(normalised(score, length), normalised(score, max_new_tokens))
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         decoder = _Decoder(model, use_cache)
         logits = decoder.start(torch.tensor([ids], device=device))  # (1, V)：一开始只有一条候选
         beams: list[list[int]] = [[]]
@@ -375,7 +371,5 @@ def beam_search(
             logits = decoder.step(torch.tensor(tokens, device=device))  # (b, V)
         candidates = finished + [(normalised(s, len(b)), b) for s, b in zip(scores, beams)]
         best_score, best = max(candidates, key=lambda c: c[0])
-    finally:
-        model.train(was_training)
     result = _finish(best, vocab, as_text)
     return (result, best_score) if return_score else result

@@ -16,6 +16,8 @@ import os
 import platform
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -95,6 +97,26 @@ def pick(smoke, cpu, gpu=None):
     if chosen == "gpu" and gpu is not None:
         return gpu
     return cpu
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """在 ``with`` 块里把模型切到 eval 模式（关掉 dropout 等），离开时恢复原来的 train/eval 状态，
+    出错时也恢复。生成、解码、测速这类"借用一下模型"的函数都用它，不会悄悄改掉调用者的模式。
+
+    >>> net = torch.nn.Dropout(0.5)
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class Timer:

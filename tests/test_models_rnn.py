@@ -164,7 +164,8 @@ def test_config_rebuilds_the_model_and_pretrained_embeddings_are_used():
     vectors = torch.randn(30, 6)
     model = RNNClassifier(30, kind="gru", bidirectional=True, pooling="max", pretrained_embeddings=vectors, freeze_embeddings=True)
     assert model.config["embed_dim"] == 6 and model.config["pretrained_embeddings"] is None
-    torch.testing.assert_close(model.embedding.weight.detach(), vectors)
+    torch.testing.assert_close(model.embedding.weight.detach()[1:], vectors[1:])
+    assert model.embedding.weight[0].eq(0).all()  # 补齐符（padding_idx=0）的向量置 0，与 nn.Embedding 一致
     assert not model.embedding.weight.requires_grad
     rebuilt = RNNClassifier(**model.config)
     rebuilt.load_state_dict(model.state_dict())

@@ -306,7 +306,8 @@ def test_config_rebuilds_the_model_and_errors_are_clear():
     torch.manual_seed(0)
     vectors = torch.randn(50, 16)
     model = small_transformer(positions="learned", pooling="cls", pretrained_embeddings=vectors).eval()
-    torch.testing.assert_close(model.embedding.weight.detach(), vectors)
+    torch.testing.assert_close(model.embedding.weight.detach()[1:], vectors[1:])
+    assert model.embedding.weight[0].eq(0).all()  # 补齐符的向量置 0
     assert model.config["pretrained_embeddings"] is None
     rebuilt = TransformerClassifier(**model.config).eval()
     rebuilt.load_state_dict(model.state_dict())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aigc_lib
-from aigc_lib import PROFILES, Timer, describe, device, pick, profile, seed_everything
+from aigc_lib import PROFILES, Timer, describe, device, eval_mode, pick, profile, seed_everything
 
 
 @pytest.fixture
@@ -83,6 +83,21 @@ def test_seed_everything_makes_weights_and_draws_identical():
     assert np.array_equal(first[2], second[2]) and first[3] == second[3]
     seed_everything(124)
     assert not torch.equal(torch.nn.Linear(7, 5).weight, first[0])
+
+
+def test_eval_mode_switches_every_submodule_and_restores_the_callers_mode():
+    for start_training in (True, False):
+        net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Sequential(torch.nn.Dropout(0.5)))
+        net.train(start_training)
+        with eval_mode(net) as inside:
+            assert inside is net and not any(m.training for m in net.modules())
+            x = torch.ones(2, 4)
+            assert torch.equal(net(x), net(x))  # dropout 关掉了：两次输出相同
+        assert all(m.training == start_training for m in net.modules())
+        with pytest.raises(RuntimeError, match="出错"):
+            with eval_mode(net):
+                raise RuntimeError("出错")
+        assert all(m.training == start_training for m in net.modules())
 
 
 def test_timer_measures_elapsed_and_laps():

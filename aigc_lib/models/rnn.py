@@ -138,7 +138,8 @@ def make_embedding(
     pretrained_embeddings: torch.Tensor | None,
     freeze_embeddings: bool,
 ) -> nn.Embedding:
-    """建词向量层；给了预训练向量 (V, E) 就用它初始化（例如第 04 章训练的 Word2Vec）。"""
+    """建词向量层；给了预训练向量 (V, E) 就用它初始化（例如第 04 章训练的 Word2Vec），
+    ``padding_idx`` 那一行仍置 0。形状不对时报错并说明该怎么改。"""
     embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
     if pretrained_embeddings is not None:
         weights = torch.as_tensor(pretrained_embeddings, dtype=torch.float32)
@@ -149,6 +150,8 @@ def make_embedding(
             )
         with torch.no_grad():
             embedding.weight.copy_(weights)
+            if padding_idx is not None:
+                embedding.weight[padding_idx].zero_()  # 与 nn.Embedding(padding_idx=...) 一样：补齐符的向量是 0
     embedding.weight.requires_grad_(not freeze_embeddings)
     return embedding
 
@@ -210,7 +213,7 @@ class RNNClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"RNNClassifier：pooling={pooling!r} 无效，只能是 {' | '.join(POOLINGS)}。")
         if pretrained_embeddings is not None:
-            embed_dim = int(torch.as_tensor(pretrained_embeddings).shape[1])
+            embed_dim = int(torch.as_tensor(pretrained_embeddings).shape[-1])
         # 预训练向量本身存在 state_dict 里，config 只记结构，保证 Model(**config) 能重建
         self.config = dict(
             vocab_size=vocab_size, num_classes=num_classes, kind=kind, embed_dim=embed_dim,

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import eval_mode
 from .rnn import check_token_ids, length_mask
 from .transformer import MultiHeadAttention, SinusoidalPositions, TransformerEncoderLayer
 
@@ -258,9 +259,7 @@ class Seq2SeqTransformer(nn.Module):
             target_lengths: (B,) 已知的输出长度（拼音 -> 汉字：与输入等长）；给了就正好写这么多词。
             allowed: 可选 (B, T, V) 布尔，限制第 t 个输出只能从 allowed[:, t] 里选（例如"读这个音的字"）。
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             steps, target_lengths = self._decode_plan(src, src_lengths, max_len, target_lengths, allowed)
             memory, padding = self.encode(src, src_lengths)
             B = src.size(0)
@@ -276,8 +275,6 @@ class Seq2SeqTransformer(nn.Module):
                 if bool(done.all()):
                     break
             return [self._strip(row) for row in ys[:, 1:].tolist()]
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def beam_search(self, src, src_lengths, beam_size: int = 4, max_len: int | None = None, target_lengths=None,
@@ -292,9 +289,7 @@ class Seq2SeqTransformer(nn.Module):
         """
         if beam_size < 1:
             raise ValueError(f"beam_size={beam_size} 无效，至少为 1（1 就是贪心解码）。")
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             steps, target_lengths = self._decode_plan(src, src_lengths, max_len, target_lengths, allowed)
             B, K, device = src.size(0), beam_size, src.device
             memory, padding = self.encode(src, src_lengths)
@@ -336,8 +331,6 @@ class Seq2SeqTransformer(nn.Module):
             if return_scores:
                 return results, scores.gather(1, best.unsqueeze(1)).squeeze(1).tolist()
             return results
-        finally:
-            self.train(was_training)
 
     def _strip(self, ids: list[int]) -> list[int]:
         """去掉 <eos> 及其后的 <pad>。"""
@@ -354,9 +347,7 @@ class Seq2SeqTransformer(nn.Module):
 
         用"老师强制"一次算完；测试用它验证束搜索找到的分数。
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             T = max(len(t) for t in targets) + 1
             tgt_in = torch.full((len(targets), T), self.pad_id, dtype=torch.long, device=src.device)
             tgt_out = torch.full_like(tgt_in, -100)
@@ -368,5 +359,3 @@ class Seq2SeqTransformer(nn.Module):
             logp = F.log_softmax(self(src, src_lengths, tgt_in).float(), dim=-1)  # (B, T, V)
             picked = logp.gather(-1, tgt_out.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
             return picked.masked_fill(tgt_out == -100, 0.0).sum(-1)
-        finally:
-            self.train(was_training)

@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .rnn import make_embedding
+
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """把每句长度变成布尔掩码：``lengths_to_mask(tensor([2, 3]), 4)`` ->
@@ -195,14 +197,7 @@ class BiLSTMTagger(nn.Module):
                 f"hidden_dim={hidden_dim} 必须是偶数：双向 LSTM 每个方向各占 hidden_dim // 2。"
             )
         if pretrained_embeddings is not None:
-            pretrained_embeddings = torch.as_tensor(pretrained_embeddings, dtype=torch.float32)
-            if pretrained_embeddings.dim() != 2 or pretrained_embeddings.size(0) != vocab_size:
-                raise ValueError(
-                    f"pretrained_embeddings 的形状是 {tuple(pretrained_embeddings.shape)}，"
-                    f"应为 (vocab_size={vocab_size}, 维度)。请按模型词表的顺序取出词向量"
-                    "（词表外的词可用随机或零向量）。"
-                )
-            embed_dim = pretrained_embeddings.size(1)
+            embed_dim = int(torch.as_tensor(pretrained_embeddings).shape[-1])  # 形状由 make_embedding 检查
         self.config = dict(
             vocab_size=vocab_size,
             num_tags=num_tags,
@@ -216,12 +211,7 @@ class BiLSTMTagger(nn.Module):
             freeze_embeddings=freeze_embeddings,
         )
         self.use_crf = use_crf
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
-        if pretrained_embeddings is not None:
-            with torch.no_grad():
-                self.embedding.weight.copy_(pretrained_embeddings)
-                self.embedding.weight[padding_idx].zero_()  # 补齐符的嵌入仍然是 0
-        self.embedding.weight.requires_grad_(not freeze_embeddings)
+        self.embedding = make_embedding(vocab_size, embed_dim, padding_idx, pretrained_embeddings, freeze_embeddings)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(
             embed_dim,

@@ -347,9 +347,9 @@ class TransformerClassifier(nn.Module):
             raise ValueError(f"TransformerClassifier：positions={positions!r} 无效，只能是 {' | '.join(POSITIONS)}。")
         if pooling not in ("mean", "cls"):
             raise ValueError(f"TransformerClassifier：pooling={pooling!r} 无效，只能是 mean | cls。")
-        if pretrained_embeddings is not None and torch.as_tensor(pretrained_embeddings).shape[1] != d_model:
+        if pretrained_embeddings is not None and torch.as_tensor(pretrained_embeddings).shape[-1] != d_model:
             raise ValueError(
-                f"pretrained_embeddings 的维度是 {torch.as_tensor(pretrained_embeddings).shape[1]}，"
+                f"pretrained_embeddings 的维度是 {torch.as_tensor(pretrained_embeddings).shape[-1]}，"
                 f"而 d_model={d_model}。Transformer 的词向量维度就是 d_model，请让两者相等。"
             )
         # 预训练向量存在 state_dict 里，config 只记结构，保证 Model(**config) 能重建
