@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -53,12 +54,38 @@ class ChineseHelpFormatter(argparse.RawDescriptionHelpFormatter):
         return super().add_usage(usage, actions, groups, prefix="用法：" if prefix is None else prefix)
 
 
+# argparse 自带的出错提示（英文）-> 中文。没有列出的提示原样显示。
+_ERRORS = [
+    (r"the following arguments are required: (.+)", "缺少必需的参数：{0}"),
+    (r"argument \{.*\}: invalid choice: (.+?) \(choose from (.+)\)", "没有子命令 {0}，可选：{1}"),
+    (r"argument (\S+): invalid choice: (.+?) \(choose from (.+)\)", "参数 {0} 的值 {1} 无效，可选：{2}"),
+    (r"argument (\S+): not allowed with argument (\S+)", "参数 {0} 和 {1} 只能用一个"),
+    (r"argument (\S+): invalid int value: (.+)", "参数 {0} 要一个整数，收到 {1}"),
+    (r"argument (\S+): invalid float value: (.+)", "参数 {0} 要一个数，收到 {1}"),
+    (r"argument (\S+): expected one argument", "参数 {0} 后面要跟一个值"),
+    (r"unrecognized arguments: (.+)", "不认识的参数：{0}"),
+]
+
+
+class ChineseArgumentParser(argparse.ArgumentParser):
+    """参数写错时用中文说明错在哪里，并提示用 --help 查看用法（子命令的解析器也是这个类）。"""
+
+    def error(self, message: str):
+        for pattern, template in _ERRORS:
+            match = re.fullmatch(pattern, message)
+            if match:
+                message = template.format(*match.groups())
+                break
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}：错误：{message}。用 {self.prog} --help 查看用法。\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .tasks import TASKS
 
     task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
                            for name, task in TASKS.items())
-    parser = argparse.ArgumentParser(
+    parser = ChineseArgumentParser(
         prog="aigc", formatter_class=ChineseHelpFormatter, add_help=False,
         description="AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n"
                     "可用的任务：\n" + task_lines,

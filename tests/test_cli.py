@@ -95,6 +95,22 @@ def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate"])  # argparse：缺少位置参数
     assert "用法" in capsys.readouterr().err
+    # argparse 自己发现的错误也用中文说明，并指向对应子命令的 --help
+    for argv, expected in [
+        (["evaluate"], "aigc evaluate：错误：缺少必需的参数：run。用 aigc evaluate --help 查看用法。"),
+        (["frobnicate"], "没有子命令 'frobnicate'，可选："),
+        (["course", "run", "--profile", "fast"], "参数 --profile 的值 'fast' 无效，可选："),
+        (["course", "run", "--inplace", "--out", "x"], "参数 --out 和 --inplace 只能用一个"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--epochs", "abc"], "参数 --epochs 要一个整数，收到 'abc'"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--lr", "fast"], "参数 --lr 要一个数，收到 'fast'"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out"], "参数 --out 后面要跟一个值"),
+        (["evaluate", "x", "--bogus"], "不认识的参数：--bogus"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and expected in err, (argv, err)
+        assert "error" not in err and "invalid" not in err, err
 
 
 def test_help_is_chinese():
