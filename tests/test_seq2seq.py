@@ -224,6 +224,34 @@ def test_large_beam_finds_the_best_sequence_by_brute_force():
                 assert s[0] == pytest.approx(float(true[0]), abs=1e-4)
 
 
+def test_length_penalty_picks_the_brute_force_best_among_finished_and_unfinished():
+    # 不固定长度：候选是"写了 n < L 个词后写 <eos>"（长度 n+1）和"写满 L 个词还没停"（长度 L）。
+    # 束宽不小于全部候选数时，束搜索应选出 对数概率 / 长度^α 最大的那条，α 取几个不同的值
+    L, options = 3, [1, 4, 5, 6]
+    candidates = [list(seq) + [EOS] for n in range(L) for seq in itertools.product(options, repeat=n)]
+    candidates += [list(seq) for seq in itertools.product(options, repeat=L)]
+    g = random.Random(11)
+    winners = set()
+    for seed in range(5):
+        model = tiny_model(seed, tgt_vocab=7).eval()
+        src_ids = [g.randrange(4, 11) for _ in range(g.randint(1, 5))]
+        src, lengths = torch.tensor([src_ids]), torch.tensor([len(src_ids)])
+        with torch.no_grad():  # 每条候选的对数概率：老师强制，逐位置取真实的 log_softmax（不重新归一化）
+            log_probs = []
+            for seq in candidates:
+                logp = torch.log_softmax(model(src, lengths, torch.tensor([[BOS] + seq[:-1]])).float(), dim=-1)[0]
+                log_probs.append(float(sum(logp[i, token] for i, token in enumerate(seq))))
+        for alpha in (0.0, 0.5, 1.0, 2.0):
+            normalised = [lp / len(seq) ** alpha for lp, seq in zip(log_probs, candidates)]
+            best = max(range(len(candidates)), key=normalised.__getitem__)
+            found, score = model.beam_search(src, lengths, beam_size=len(options) ** L + 1, max_len=L,
+                                             length_penalty=alpha, return_scores=True)
+            assert found[0] == [t for t in candidates[best] if t != EOS], (seed, alpha)
+            assert score[0] == pytest.approx(log_probs[best], abs=1e-4)
+            winners.add(len(candidates[best]))
+    assert len(winners) > 1  # 不同的 α、不同的模型选出了不同长度的句子：这个测试确实在比较长短
+
+
 def test_beam_search_without_fixed_length_stops_at_eos():
     model = tiny_model(9)
     src, lengths, _, _ = seq2seq_collate(random_pairs(random.Random(9), 5))
