@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in bars:
         verdict = ("达标" if row["passed"] else "未达标") if row["measured"] else "没有测"
         shown = f"{row['value']:.4f}" if row["measured"] else "—"
-        print(f"  {verdict:<4} {shown:>8}  {row['bar']}")
+        print(f"  {verdict}{'　' * (3 - len(verdict))} {shown:>8}  {row['bar']}")  # 全角空格补齐中文
     measured = [row for row in bars if row["measured"]]
     failed = any("error" in job for job in jobs.values())
     print(f"passed {sum(row['passed'] for row in measured)}/{len(measured)}")

@@ -232,10 +232,10 @@ class TaggingTask(Task):
             "max_len": pick(smoke=60, cpu=100, gpu=150),  # 训练时长句在词边界切成不超过这么多字的段
             "min_freq": 1,
             "vocab_size": pick(smoke=3000, cpu=6000, gpu=6000),
-            "epochs": pick(smoke=1, cpu=2, gpu=8),
+            "epochs": pick(smoke=1, cpu=2, gpu=10),
             "batch_size": pick(smoke=32, cpu=64, gpu=128),
-            "lr": pick(smoke=3e-3, cpu=3e-3, gpu=2e-3),
-            "embed_dim": pick(smoke=32, cpu=64, gpu=128),
+            "lr": pick(smoke=3e-3, cpu=5e-3, gpu=2e-3),
+            "embed_dim": pick(smoke=32, cpu=128, gpu=128),
             "hidden_dim": pick(smoke=64, cpu=128, gpu=512),
             "layers": pick(smoke=1, cpu=1, gpu=2),
             "dropout": pick(smoke=0.0, cpu=0.1, gpu=0.2),
