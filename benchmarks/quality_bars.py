@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from aigc_lib.runtime import profile as current_profile
+
 # (项目名, --task, --model, evaluate 输出里的指标)：按重要程度排列
 JOBS = [
     ("sentiment-gru", "sentiment", "gru", "accuracy"),
@@ -56,14 +58,9 @@ BARS = {
 }
 
 
-def default_profile() -> str:
-    from aigc_lib.runtime import profile
-
-    return profile()
-
-
 def run_job(name: str, task: str, model: str, metric: str, out: Path, env: dict) -> dict:
-    """训练 + 在测试集上评估一项；返回 {"metric": 值, "seconds": 训练加评估的秒数} 或 {"error": 说明}。"""
+    """训练 + 在测试集上评估一项。成功时返回 {"value": 指标的值, "seconds": 训练加评估的秒数,
+    "evaluate": aigc evaluate 的全部输出, ...}，失败时返回 {"error": 说明}。"""
     aigc = [sys.executable, "-m", "aigc_lib.cli"]
     start = time.perf_counter()
     train = subprocess.run([*aigc, "train", "--task", task, "--model", model, "--out", str(out / name), "--quiet"],
@@ -112,29 +109,28 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in chosen if n not in names]
     if unknown:
         parser.error(f"不认识的项目：{', '.join(unknown)}；可选：{', '.join(names)}")
-    profile = args.profile or default_profile()
+    profile = args.profile or current_profile()
     env = dict(os.environ, AIGC_PROFILE=profile, AIGC_PROGRESS="off")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     jobs, values = {}, {}
+    bars = save(out, profile, jobs, values)
     for name, task, model, metric in JOBS:
         if name not in chosen:
             continue
         if args.budget is not None and time.perf_counter() - start > args.budget:
             jobs[name] = {"skipped": f"--budget {args.budget:.0f} 秒已用完"}
-            continue
-        print(f"—— {name}：aigc train --task {task} --model {model}（{profile} 档位）", flush=True)
-        jobs[name] = run_job(name, task, model, metric, out, env)
-        if "value" in jobs[name]:
-            values[name] = jobs[name]["value"]
-            print(f"   测试集 {metric} = {values[name]:.4f}，{jobs[name]['seconds']} 秒", flush=True)
         else:
-            print(f"   {jobs[name]['error']}", flush=True)
+            print(f"—— {name}：aigc train --task {task} --model {model}（{profile} 档位）", flush=True)
+            jobs[name] = run_job(name, task, model, metric, out, env)
+            if "value" in jobs[name]:
+                values[name] = jobs[name]["value"]
+                print(f"   测试集 {metric} = {values[name]:.4f}，{jobs[name]['seconds']} 秒", flush=True)
+            else:
+                print(f"   {jobs[name]['error']}", flush=True)
         bars = save(out, profile, jobs, values)
-
-    bars = save(out, profile, jobs, values)
     print(f"\n{profile} 档位的门槛：")
     for row in bars:
         verdict = ("达标" if row["passed"] else "未达标") if row["measured"] else "没有测"
