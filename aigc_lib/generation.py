@@ -14,6 +14,10 @@
 单独的几步也是公开函数（:func:`apply_repetition_penalty`、:func:`top_k_filter`、
 :func:`top_p_filter`、:func:`next_token_probs`），第 09 章用它们画温度对分布的影响。
 
+束搜索只有一份：:func:`beam_search_batch` 通过"逐步协议"（第 2 节）和模型打交道，语言模型用
+:class:`LanguageModelDecoder`，编码器-解码器用 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder`；
+:func:`beam_search` 是语言模型、一个提示的入口。
+
 约定：
   * 提示可以是编号列表（返回新生成的编号列表），也可以是字符串加 ``vocab``（按字编码，返回新生成的文本）。
     返回值只含新生成的部分，不含提示。
