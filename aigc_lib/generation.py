@@ -14,6 +14,10 @@
 单独的几步也是公开函数（:func:`apply_repetition_penalty`、:func:`top_k_filter`、
 :func:`top_p_filter`、:func:`next_token_probs`），第 09 章用它们画温度对分布的影响。
 
+束搜索只有一份：:func:`beam_search_batch` 通过"逐步协议"（第 2 节）和模型打交道，语言模型用
+:class:`LanguageModelDecoder`，编码器-解码器用 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder`；
+:func:`beam_search` 是语言模型、一个提示的入口。
+
 约定：
   * 提示可以是编号列表（返回新生成的编号列表），也可以是字符串加 ``vocab``（按字编码，返回新生成的文本）。
     返回值只含新生成的部分，不含提示。
@@ -129,21 +133,35 @@ def next_token_probs(
 
 
 # ---------------------------------------------------------------------------
-# 2. 解码器：带缓存或不带缓存地"喂一个字，拿回下一个字的 logits"
+# 2. 解码器的逐步协议：喂一个字，拿回下一个字的 logits
 # ---------------------------------------------------------------------------
+#
+# 贪心、采样和束搜索都只通过下面四个方法和模型打交道（"逐步协议"）::
+#
+#     decoder.start()               -> logits (B, V)    读入每个样本的开头，给出第一个新词的 logits
+#     decoder.step(tokens (N,))     -> logits (N, V)    每一行接上一个新词，给出下一个位置的 logits
+#     decoder.reorder(index (N',))                      按 index 挑选/复制/删掉行（束搜索跟随父候选）
+#     decoder.mask_logits(logits (N, V), step) -> logits  第 step 个新词不许写的词设为 -inf（约束）
+#
+# 语言模型用 LanguageModelDecoder；编码器-解码器用 models.seq2seq.Seq2SeqDecoder（源序列只编码一次），
+# 所以同一个 beam_search_batch 两种模型都能用。
 
 
-class _Decoder:
-    """把"带不带缓存""超过 max_len 怎么办"藏起来，generate 和 beam_search 只管要 logits。"""
+class LanguageModelDecoder:
+    """把语言模型包成逐步协议：藏起"带不带缓存""超过上下文长度怎么办"。
 
-    def __init__(self, model: nn.Module, use_cache: bool) -> None:
+    参数：model 见模块说明；sequences (B, T) 提示；use_cache 是否用 KV 缓存；
+    banned 永远不写的词（例如 <pad>、<unk>）。
+    """
+
+    def __init__(self, model: nn.Module, sequences: torch.Tensor, use_cache: bool = True,
+                 banned: Sequence[int] = ()) -> None:
         self.model, self.use_cache = model, use_cache
         self.window = getattr(model, "max_len", None)
-        self.cache = None
+        self.sequences, self.banned, self.cache = sequences, list(banned), None
 
-    def start(self, sequences: torch.Tensor) -> torch.Tensor:
+    def start(self) -> torch.Tensor:
         """读入提示 (B, T)，返回最后一个位置的 logits (B, V)。"""
-        self.sequences = sequences
         return self._recompute()
 
     def _recompute(self) -> torch.Tensor:
@@ -165,6 +183,11 @@ class _Decoder:
         self.sequences = self.sequences.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder(index)
+
+    def mask_logits(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        if self.banned:
+            logits[:, self.banned] = float("-inf")
+        return logits
 
 
 # ---------------------------------------------------------------------------
@@ -275,9 +298,9 @@ def generate(
     # 采样在 CPU 上用自己的生成器做：不同设备、不同批次顺序下，同一个种子得到同样的结果
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     with eval_mode(model):
-        decoder = _Decoder(model, use_cache)
+        decoder = LanguageModelDecoder(model, torch.tensor([ids], device=device), use_cache)
         new: list[int] = []
-        logits = decoder.start(torch.tensor([ids], device=device)) if max_new_tokens else None  # (1, V)
+        logits = decoder.start() if max_new_tokens else None  # (1, V)
         for step in range(max_new_tokens):
             history = ids + new  # 重复惩罚看提示和已经生成的全部
             if strategy == "greedy":
@@ -297,6 +320,105 @@ def generate(
 
 
 @torch.no_grad()
+def beam_search_batch(
+    decoder,
+    beam_size: int,
+    max_new_tokens: int,
+    *,
+    stop_ids: Iterable[int] = (),
+    length_penalty: float = 1.0,
+) -> list[tuple[list[int], float]]:
+    """束搜索（唯一的一份实现）：对 ``decoder`` 里的 B 个样本各自搜索，返回每个样本的 ``(编号列表, 得分)``。
+
+    ``decoder`` 满足逐步协议（见上面第 2 节）：语言模型用 :class:`LanguageModelDecoder`，
+    编码器-解码器用 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder`。约定：
+
+    * **得分** = :math:`\\frac{1}{|y|^{\\alpha}} \\sum_t \\log p(y_t \\mid y_{<t}, x)`，α = ``length_penalty``，
+      |y| 是新写的词数（含停止符）。α = 0 比总对数概率（偏爱短句），α = 1 比平均每个词的对数概率。
+      对数概率是模型的 log_softmax；``decoder.mask_logits`` 禁掉的词为 -inf，其余的不重新归一化。
+    * **束**：每步从每个样本仍在扩展的候选的全部扩展里取累计对数概率最高的 ``beam_size`` 个；以停止符
+      （``stop_ids``）结尾的移进这个样本的"已完成"，其余的继续扩展（所以下一步扩展的可能少于 beam_size 条，
+      再下一步又取满）。
+    * **结束**：一个样本没有候选可扩展，或者仍在扩展的候选已不可能超过它最好的已完成句子时结束；
+      所有样本都写满 ``max_new_tokens`` 个词时全部结束。最后在已完成的和仍在扩展的候选里选得分最高的
+      （并列时先完成的优先）。
+    * ``beam_size=1`` 就是每步取对数概率最大的词（贪心）；束宽足够大（V^(n-1)）时就是穷举。
+
+    返回的编号含停止符（如果写到了）；得分是上面归一化后的得分。
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size 应 >= 1（1 就是贪心解码），收到 {beam_size}。")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens 应 >= 1，收到 {max_new_tokens}。")
+    stops = set(stop_ids)
+
+    def normalised(score: float, length: int) -> float:
+        return score / (length**length_penalty)
+
+    def best_possible(score: float, length: int) -> float:
+        # 累计对数概率只会变小（<= 0）；α > 0 时除以更长的长度反而让得分变大，最多到 max_new_tokens
+        return max(normalised(score, length), normalised(score, max_new_tokens))
+
+    logits = decoder.start()  # (B, V)：每个样本一开始只有一条候选
+    B, device = logits.size(0), logits.device
+    # 仍在扩展的候选按样本排成连续的行：active[i] 是第 i 组的样本编号，groups[i] 是这组的候选
+    active = list(range(B))
+    groups: list[list[list[int]]] = [[[]] for _ in range(B)]
+    scores = torch.zeros(B, device=device)  # (N,) 每一行的累计对数概率
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # 每个样本的 (得分, 编号)
+    for step in range(max_new_tokens):
+        log_probs = decoder.mask_logits(F.log_softmax(logits.float(), dim=-1), step)  # (N, V)
+        total = log_probs + scores[:, None]  # (N, V)
+        # 每组补成 beam_size 行（补的是 -inf），一次 topk 就给出每个样本的前 beam_size 个扩展
+        V, K = total.size(-1), beam_size
+        sizes = [len(g) for g in groups]
+        slots = torch.tensor([i * K + j for i, n in enumerate(sizes) for j in range(n)], device=device)
+        padded = total.new_full((len(groups) * K, V), float("-inf")).index_copy(0, slots, total)
+        top_scores, top_index = padded.view(len(groups), K * V).topk(K, dim=-1)  # (G, K)
+        first_row = [0]
+        for n in sizes:
+            first_row.append(first_row[-1] + n)
+        next_active, next_groups, parents, tokens, alive_scores = [], [], [], [], []
+        for i, (example, row_scores, row_index) in enumerate(zip(active, top_scores.tolist(), top_index.tolist())):
+            beams, alive = [], []
+            for score, index in zip(row_scores, row_index):
+                parent, token = divmod(index, V)
+                if score == float("-inf"):
+                    break
+                sequence = groups[i][parent] + [token]
+                if token in stops:
+                    finished[example].append((normalised(score, step + 1), sequence))
+                else:
+                    beams.append(sequence)
+                    alive.append((first_row[i] + parent, token, score))
+            done = not beams or step == max_new_tokens - 1
+            if not done and finished[example]:
+                # 仍在扩展的候选再怎么写也赢不了最好的已完成句子
+                done = max(best_possible(s, step + 1) for _, _, s in alive) <= max(f[0] for f in finished[example])
+            if done:
+                finished[example] += [(normalised(s, step + 1), b) for b, (_, _, s) in zip(beams, alive)]
+                continue
+            next_active.append(example)
+            next_groups.append(beams)
+            for parent, token, score in alive:
+                parents.append(parent)
+                tokens.append(token)
+                alive_scores.append(score)
+        if not next_active:
+            break
+        active, groups = next_active, next_groups
+        scores = torch.tensor(alive_scores, device=device)
+        decoder.reorder(torch.tensor(parents, device=device))
+        logits = decoder.step(torch.tensor(tokens, device=device))  # (N, V)
+    results = []
+    for candidates in finished:
+        # 没有任何候选：每一步的词都被 mask_logits 禁光了
+        best_score, best = max(candidates, key=lambda c: c[0], default=(float("-inf"), []))
+        results.append((best, best_score))
+    return results
+
+
+@torch.no_grad()
 def beam_search(
     model: nn.Module,
     prompt,
@@ -308,19 +430,12 @@ def beam_search(
     stop_tokens: Iterable = (),
     use_cache: bool = True,
     bos_id: int | None = None,
-    return_score: bool = False,
+    return_scores: bool = False,
 ):
-    """束搜索：每步保留累计对数概率最高的 ``beam_size`` 条候选，最后按长度归一化的得分选最好的一条。
+    """语言模型的束搜索：从 ``prompt`` 接着写，返回得分最高的续写。搜索本身见 :func:`beam_search_batch`
+    （得分 = 对数概率之和 / 长度^length_penalty，写到停止符或 ``max_new_tokens`` 个字为止）。
 
-    得分 = :math:`\\frac{1}{|y|^{\\alpha}} \\sum_t \\log p(y_t \\mid y_{<t}, x)`，α = ``length_penalty``。
-    不归一化（α = 0）时，越长的句子对数概率加得越多、得分越低，束搜索偏爱短句；α = 1 是按字平均。
-
-    每步从所有候选的所有扩展里取累计对数概率最高的 beam_size 个：以停止符结尾的移进"已完成"，
-    束随之变窄，其余的继续扩展。没有候选可扩展、达到 ``max_new_tokens``，或者仍在扩展的候选
-    已不可能超过最好的已完成句子时停止，在已完成的和仍在扩展的候选里选归一化得分最高的。
-    ``beam_size=1`` 与贪心解码完全相同；束宽足够大（V^(n-1)）时就是穷举。
-
-    参数与返回值同 :func:`generate`（提示、vocab、停止符、缓存、bos_id）；``return_score=True`` 时
+    参数与返回值同 :func:`generate`（提示、vocab、停止符、缓存、bos_id）；``return_scores=True`` 时
     返回 ``(结果, 归一化得分)``。带缓存时每步按父候选重排缓存（``cache.reorder``）。
     """
     if beam_size < 1:
@@ -329,47 +444,9 @@ def beam_search(
         raise ValueError(f"max_new_tokens 应 >= 1，收到 {max_new_tokens}。")
     device = _check_model(model, use_cache)
     ids, as_text = _prompt_ids(prompt, vocab, bos_id)
-    stops, banned = _token_ids(stop_tokens, vocab), _banned(vocab)
-
-    def normalised(score: float, length: int) -> float:
-        return score / (length**length_penalty)
-
-    def best_possible(score: float, length: int) -> float:
-        # 累计对数概率只会变小（<= 0）；α > 0 时除以更长的长度反而让得分变大，最多到 max_new_tokens
-        return max(normalised(score, length), normalised(score, max_new_tokens))
-
     with eval_mode(model):
-        decoder = _Decoder(model, use_cache)
-        logits = decoder.start(torch.tensor([ids], device=device))  # (1, V)：一开始只有一条候选
-        beams: list[list[int]] = [[]]
-        scores: list[float] = [0.0]  # 每条候选的累计对数概率
-        finished: list[tuple[float, list[int]]] = []  # (归一化得分, 编号)
-        for step in range(max_new_tokens):
-            log_probs = F.log_softmax(logits.float(), dim=-1)  # (b, V)
-            if banned:
-                log_probs[:, banned] = float("-inf")
-            total = (log_probs + torch.tensor(scores, device=device)[:, None]).view(-1)  # (b·V,)
-            top_scores, top_index = total.topk(min(beam_size, total.numel()))
-            vocab_size = log_probs.size(-1)
-            parents, tokens, alive_scores = [], [], []
-            for score, index in zip(top_scores.tolist(), top_index.tolist()):
-                parent, token = divmod(index, vocab_size)
-                if score == float("-inf"):
-                    break
-                if token in stops:
-                    finished.append((normalised(score, step + 1), beams[parent] + [token]))
-                else:
-                    parents.append(parent)
-                    tokens.append(token)
-                    alive_scores.append(score)
-            beams, scores = [beams[p] + [t] for p, t in zip(parents, tokens)], alive_scores
-            if not beams or step == max_new_tokens - 1:
-                break
-            if finished and max(best_possible(s, step + 1) for s in scores) <= max(f[0] for f in finished):
-                break  # 仍在扩展的候选再怎么写也赢不了最好的已完成句子
-            decoder.reorder(torch.tensor(parents, device=device))
-            logits = decoder.step(torch.tensor(tokens, device=device))  # (b, V)
-        candidates = finished + [(normalised(s, len(b)), b) for s, b in zip(scores, beams)]
-        best_score, best = max(candidates, key=lambda c: c[0])
+        decoder = LanguageModelDecoder(model, torch.tensor([ids], device=device), use_cache, banned=_banned(vocab))
+        [(best, best_score)] = beam_search_batch(decoder, beam_size, max_new_tokens,
+                                                 stop_ids=_token_ids(stop_tokens, vocab), length_penalty=length_penalty)
     result = _finish(best, vocab, as_text)
-    return (result, best_score) if return_score else result
+    return (result, best_score) if return_scores else result

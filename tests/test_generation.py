@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from aigc_lib.generation import (
+    LanguageModelDecoder,
     apply_repetition_penalty,
     beam_search,
+    beam_search_batch,
     generate,
     next_token_probs,
     top_k_filter,
@@ -223,9 +225,26 @@ def test_wide_beam_finds_the_exhaustive_best_sequence():
             if score > best_score:
                 best, best_score = list(seq), score
         # 束宽 V^(n-1) 时每一步都保留了全部前缀，束搜索就是精确搜索
-        found, score = beam_search(model, prompt, V ** (n - 1), n, return_score=True)
+        found, score = beam_search(model, prompt, V ** (n - 1), n, return_scores=True)
         assert found == best
         assert score == pytest.approx(best_score / n, abs=1e-5)  # 长度归一化：除以 n^1
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_one_search_serves_a_batch_of_prompts_and_a_single_prompt(family):
+    # beam_search(model, prompt) 就是 B = 1 的 beam_search_batch；整批一起搜时每个提示的结果不变
+    for seed in range(4):
+        model = tiny_models(seed, max_len=24)[family]
+        g = random.Random(seed)
+        prompts = [[g.randrange(30) for _ in range(5)] for _ in range(4)]
+        stop = g.randrange(30)
+        for k, alpha in ((1, 1.0), (3, 0.0), (4, 1.0)):
+            decoder = LanguageModelDecoder(model, torch.tensor(prompts))
+            batch = beam_search_batch(decoder, k, 30, stop_ids=[stop], length_penalty=alpha)
+            for prompt, (ids, score) in zip(prompts, batch):
+                alone, alone_score = beam_search(model, prompt, k, 30, stop_tokens=[stop], length_penalty=alpha,
+                                                 return_scores=True)
+                assert ids == alone and score == pytest.approx(alone_score, abs=1e-5)
 
 
 def test_length_penalty_decides_between_short_and_long_finished_beams():
@@ -235,10 +254,10 @@ def test_length_penalty_decides_between_short_and_long_finished_beams():
     table[0, 3] = table[1, 5] = table[5, 6] = table[6, 3] = 0.0
     model = MarkovModel(table)
     # 不归一化（α=0）：总对数概率 log 0.6 > log 0.4，短句胜出
-    out, score = beam_search(model, [2], 3, 6, stop_tokens=[3], length_penalty=0.0, return_score=True)
+    out, score = beam_search(model, [2], 3, 6, stop_tokens=[3], length_penalty=0.0, return_scores=True)
     assert out == [0, 3] and score == pytest.approx(math.log(0.6), abs=1e-4)
     # 按字平均（α=1）：log(0.4)/4 > log(0.6)/2，长句胜出
-    out, score = beam_search(model, [2], 3, 6, stop_tokens=[3], length_penalty=1.0, return_score=True)
+    out, score = beam_search(model, [2], 3, 6, stop_tokens=[3], length_penalty=1.0, return_scores=True)
     assert out == [1, 5, 6, 3] and score == pytest.approx(math.log(0.4) / 4, abs=1e-4)
 
 

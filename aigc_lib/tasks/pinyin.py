@@ -115,7 +115,7 @@ class PinyinTask(Task):
         return Seq2SeqTransformer(
             len(artifacts["src_vocab"]), len(artifacts["tgt_vocab"]), d_model=sizes["d_model"],
             num_heads=sizes["heads"], num_encoder_layers=sizes["layers"], num_decoder_layers=sizes["decoder_layers"],
-            dim_feedforward=2 * sizes["d_model"], dropout=sizes["dropout"], max_len=max(64, sizes["max_len"] + 2),
+            dim_feedforward=2 * sizes["d_model"], dropout=sizes["dropout"], context_len=max(64, sizes["max_len"] + 2),
             aligned=sizes["aligned"],
         )
 
@@ -144,7 +144,7 @@ class PinyinTask(Task):
 
     def predict(self, model, config, inputs, device) -> list[dict]:
         src_vocab, tgt_vocab = self._vocabs(config)
-        max_len = model.max_len - 1  # 还要留一个位置给 <eos>
+        max_len = model.context_len - 1  # 还要留一个位置给 <eos>
         syllable_lists = []
         for text in inputs:
             try:
