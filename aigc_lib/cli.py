@@ -164,6 +164,11 @@ def _used_by(users) -> str:
                           for name, (task, models) in by_task.items()) + "]"
 
 
+def _size_overrides(args) -> dict:
+    """命令行上写了的尺寸参数（没写的不在 args 里：default=SUPPRESS）。"""
+    return {name: getattr(args, name) for name in _size_flags() if hasattr(args, name)}
+
+
 def _add_size_flags(train: argparse.ArgumentParser, flags_without_value: set) -> None:
     """``aigc train`` 的尺寸参数：由各任务的尺寸 dataclass 生成。说明后面的方括号是用到它的任务（和模型）。"""
     group = train.add_argument_group("尺寸与超参数（不写就用当前档位的默认值；[ ] 里是用到它的任务，别的任务给了会报错）")
@@ -223,8 +228,7 @@ def _train(args) -> int:
     from .tasks import get_task
 
     task = get_task(args.task)
-    overrides = {key: getattr(args, key) for key in _size_flags() if hasattr(args, key)}
-    summary = task.train(args.model, args.out, overrides=overrides, device=args.device, amp=args.amp,
+    summary = task.train(args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp,
                          seed=args.seed, compile=args.compile, progress=not args.quiet)
     from .tasks.base import _is_main_process
 

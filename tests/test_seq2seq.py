@@ -11,7 +11,7 @@ from torch import nn
 
 from aigc_lib import fit
 from aigc_lib.models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer, TransformerDecoderLayer
-from aigc_lib.pinyin_data import seq2seq_collate
+from aigc_lib.tasks.pinyin.data import seq2seq_collate
 
 PAD, BOS, EOS = 0, 2, 3
 
