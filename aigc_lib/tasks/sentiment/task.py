@@ -21,7 +21,7 @@ from ...corpora import load_reviews
 from ...metrics import accuracy, precision_recall_f1
 from ...models import RNNClassifier, TransformerClassifier, train_skipgram_fast
 from ...text import Vocab, clean_text, tokenize
-from ..base import ModelSpec, Task, TaskError, _is_main_process
+from ..base import ModelSpec, Task, _is_main_process
 from ..sizes import Sizes, size
 
 LABELS = ("负面", "正面")  # 标签 0、1 的中文名
