@@ -83,5 +83,5 @@ from .models import CRF, BiLSTMTagger, GloVe, SkipGram, WordVectors, glove_step,
 from .models import GPTLanguageModel, LSTMLanguageModel
 from .generation import beam_search, generate, next_token_probs
 from .models import Seq2SeqTransformer
-from .pinyin_data import char_accuracy, pinyin_pairs, seq2seq_collate, to_pinyin
-from .pinyin_baselines import BigramHMM, MostFrequentChar
+from .tasks.pinyin.data import char_accuracy, pinyin_pairs, seq2seq_collate, to_pinyin
+from .tasks.pinyin.baselines import BigramHMM, MostFrequentChar

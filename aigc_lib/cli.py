@@ -16,193 +16,219 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
-# 可以覆盖的尺寸与超参数：命令行参数名 -> (类型, 说明)。任务的默认值表里没有的键会被拒绝。
-SIZE_FLAGS = {
-    "epochs": (int, "训练轮数"),
-    "batch_size": (int, "每批样本数"),
-    "lr": (float, "峰值学习率（AdamW，先预热再余弦衰减）"),
-    "weight_decay": (float, "AdamW 的权重衰减"),
-    "embed_dim": (int, "词向量维数（RNN 家族）"),
-    "hidden_dim": (int, "隐藏层宽度（RNN 家族）"),
-    "d_model": (int, "模型宽度（Transformer）"),
-    "heads": (int, "注意力头数（Transformer）"),
-    "layers": (int, "层数（seq2seq 里是编码器的层数）"),
-    "decoder_layers": (int, "解码器层数（seq2seq）"),
-    "dropout": (float, "dropout 比例"),
-    "max_len": (int, "每条文本最多保留的 token 数"),
-    "vocab_size": (int, "词表大小上限（含 <pad>、<unk>）"),
-    "min_freq": (int, "进入词表的最低词频"),
-    "train_limit": (int, "只用前 N 条训练数据（0 表示全部）"),
-    "tokens": (str, "切分方式：word（jieba 分词）或 char（按字）"),
-    "pretrain_epochs": (int, "先在训练文本上训练几轮 skip-gram 词向量来初始化嵌入层（0 表示随机初始化）"),
-    "pooling": (str, "把每个位置的输出汇总成一个向量：last、mean 或 max"),
-    "block_size": (int, "语言模型每个训练片段的长度（GPT 的上下文长度）"),
-    "samples_per_epoch": (int, "语言模型每轮随机抽多少个训练片段（0 表示全部）"),
-    "val_blocks": (int, "语言模型每轮验证用多少个片段（0 表示全部）"),
-}
+COMMANDS = ("train", "evaluate", "predict", "generate", "course")
+COURSE_COMMANDS = ("run", "build")
 
 
-class ChineseHelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse 自带的几处英文提示换成中文。"""
+class UsageError(Exception):
+    """命令行写错了（缺参数、参数值不合格、不认识的参数……）：打印一行中文说明和 --help 提示，退出码 2。"""
 
-    def add_usage(self, usage, actions, groups, prefix=None):
-        # 子命令的 prog 也是用它算出来的（那时 prefix=""），只替换默认的 "usage: "，免得出现两次"用法："
-        return super().add_usage(usage, actions, groups, prefix="用法：" if prefix is None else prefix)
-
-
-# argparse 自带的出错提示（英文）-> 中文。没有列出的提示原样显示。
-_ERRORS = [
-    (r"the following arguments are required: (.+)", "缺少必需的参数：{0}"),
-    (r"argument \{.*\}: invalid choice: (.+?) \(choose from (.+)\)", "没有子命令 {0}，可选：{1}"),
-    (r"argument (\S+): invalid choice: (.+?) \(choose from (.+)\)", "参数 {0} 的值 {1} 无效，可选：{2}"),
-    (r"argument (\S+): not allowed with argument (\S+)", "参数 {0} 和 {1} 只能用一个"),
-    (r"argument (\S+): invalid int value: (.+)", "参数 {0} 要一个整数，收到 {1}"),
-    (r"argument (\S+): invalid float value: (.+)", "参数 {0} 要一个数，收到 {1}"),
-    (r"argument (\S+): expected one argument", "参数 {0} 后面要跟一个值"),
-    (r"unrecognized arguments: (.+)", "不认识的参数：{0}"),
-]
+    def __init__(self, message: str, command: str = ""):
+        super().__init__(message)
+        self.command = command
 
 
-class ChineseArgumentParser(argparse.ArgumentParser):
-    """参数写错时用中文说明错在哪里，并提示用 --help 查看用法（子命令的解析器也是这个类）。"""
-
-    def error(self, message: str):
-        for pattern, template in _ERRORS:
-            match = re.fullmatch(pattern, message)
-            if match:
-                message = template.format(*match.groups())
-                break
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}：错误：{message}。用 {self.prog} --help 查看用法。\n")
+# ---------------------------------------------------------------------------
+# 参数值的检查：argparse 的 type= 回调，不合格时抛 ArgumentTypeError（中文），在加载任何数据之前
+# ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _value(kind: type, flag: str, *, at_least=None, above=None, choices: tuple = ()):
+    """``type=`` 回调：按类型、范围或可选值检查一个参数值（与尺寸字段用同一套检查）。"""
+    from .tasks.sizes import SizeField
+
+    return SizeField(flag.lstrip("-").replace("-", "_"), kind, choices, at_least, above).parse
+
+
+def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
+    """建好整棵解析器，返回 ``(顶层解析器, {"train": 子解析器, ..., "course run": ...})``。
+
+    只用 argparse 的公开功能：``exit_on_error=False`` 让出错变成 ``ArgumentError``，由 :func:`main` 用中文说明；
+    分组标题用 ``add_argument_group`` 明写；用法行写在说明里（``usage=SUPPRESS``）；
+    必需参数、子命令名和互斥的参数由 :func:`_check` 检查。
+    """
     from .tasks import TASKS
+
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def new(prog: str, usage: str, description: str, make=argparse.ArgumentParser, **kwargs):
+        p = make(prog=prog, usage=argparse.SUPPRESS, description=f"用法：{usage}\n\n{description}",
+                 formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False, exit_on_error=False,
+                 allow_abbrev=False, **kwargs)
+        parsers[prog[len("aigc "):] if prog != "aigc" else ""] = p
+        return p
+
+    def options(p, title="选项"):
+        group = p.add_argument_group(title)
+        group.add_argument("-h", "--help", action="help", help="显示帮助并退出")
+        return group
+
+    def flag(group, *names, **kwargs):  # 不带值的开关
+        flags_without_value.update(names)
+        group.add_argument(*names, action="store_true", **kwargs)
 
     task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
                            for name, task in TASKS.items())
-    parser = ChineseArgumentParser(
-        prog="aigc", formatter_class=ChineseHelpFormatter, add_help=False,
-        description="AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n"
-                    "可用的任务：\n" + task_lines,
-        epilog="每个子命令都有自己的帮助，例如：aigc train --help",
-    )
-    parser.add_argument("-h", "--help", action="help", help="显示帮助并退出")
-    parser._positionals.title = "子命令"
-    parser._optionals.title = "选项"
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,generate,course}")
+    parser = new("aigc", "aigc {train,evaluate,predict,generate,course} ...",
+                 "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
+                 epilog="每个子命令都有自己的帮助，例如：aigc train --help")
+    options(parser)
+    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,course}")
 
-    def add(name, help_text, description):
-        p = sub.add_parser(name, help=help_text, description=description, add_help=False,
-                           formatter_class=ChineseHelpFormatter)
-        p.add_argument("-h", "--help", action="help", help="显示帮助并退出")
-        p._positionals.title = "位置参数"
-        p._optionals.title = "选项"
-        p.add_argument("--device", default=None, help="cpu、cuda、cuda:1、mps；默认自动选择")
-        return p
+    def add(name, usage, help_text, description):
+        p = new(f"aigc {name}", f"aigc {name} {usage}", description,
+                make=lambda **kw: sub.add_parser(name, help=help_text, **kw))
+        group = options(p)
+        group.add_argument("--device", default=None, help="cpu、cuda、cuda:1、mps；默认自动选择")
+        return p, group
 
-    train = add("train", "训练一个模型，把检查点和训练记录写进 --out 目录",
-                "训练一个模型。尺寸默认按运行档位（AIGC_PROFILE = smoke | cpu | gpu）选取，每一项都能覆盖。\n"
-                "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3")
-    train.add_argument("--task", required=True, help=f"任务：{', '.join(TASKS)}")
-    train.add_argument("--model", required=True, help="模型家族，见 aigc --help 的任务表")
-    train.add_argument("--out", required=True, help="输出目录（best.pt、last.pt、history.json、summary.json）")
-    train.add_argument("--amp", default="off", choices=["off", "bf16", "fp16", "auto"],
+    train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]",
+                       "训练一个模型，把检查点和训练记录写进 --out 目录",
+                       "训练一个模型。尺寸默认按运行档位（AIGC_PROFILE = smoke | cpu | gpu）选取，每一项都能覆盖。\n"
+                       "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3")
+    group.add_argument("--task", help=f"任务（必需）：{', '.join(TASKS)}",
+                       type=_value(str, "--task", choices=tuple(TASKS)))
+    group.add_argument("--model", help="模型家族（必需），见 aigc --help 的任务表")
+    group.add_argument("--out", help="输出目录（必需）：best.pt、last.pt、history.json、summary.json")
+    group.add_argument("--amp", default="off", type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
-    train.add_argument("--seed", type=int, default=0, help="随机种子（默认 0）")
-    train.add_argument("--compile", action="store_true", help="用 torch.compile 编译模型（需要 C++ 编译器）")
-    train.add_argument("--quiet", action="store_true", help="不显示进度条")
-    sizes = train.add_argument_group("尺寸与超参数（不写就用当前档位的默认值）")
-    for key, (kind, help_text) in SIZE_FLAGS.items():
-        sizes.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None, help=help_text)
-    sizes.add_argument("--bidirectional", dest="bidirectional", action=argparse.BooleanOptionalAction,
-                       default=None, help="双向 RNN（--no-bidirectional 关闭）")
+    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=0, help="随机种子（默认 0）")
+    flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
+    flag(group, "--quiet", help="不显示进度条")
+    _add_size_flags(train, flags_without_value)
 
-    evaluate = add("evaluate", "在某个数据划分上评估训练好的模型",
-                   "评估 aigc train 写出的模型。\n例：aigc evaluate runs/gru --split test --json")
-    evaluate.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="数据划分（默认 test）")
-    evaluate.add_argument("--json", action="store_true", help="只在标准输出打印一个 JSON 对象")
+    evaluate, group = add("evaluate", "运行目录 [--split test] [--json]", "在某个数据划分上评估训练好的模型",
+                          "评估 aigc train 写出的模型。\n例：aigc evaluate runs/gru --split test --json")
+    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("--split", default="test", type=_value(str, "--split", choices=("train", "val", "test")),
+                       help="数据划分：train、val、test（默认 test）")
+    flag(group, "--json", help="只在标准输出打印一个 JSON 对象")
 
-    predict = add("predict", "用训练好的模型预测几句话或一个文件",
-                  "预测。输入是命令行里的句子，或 --file 指定的文本文件（每行一句，自动识别编码）。\n"
-                  "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
-    predict.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
-    predict.add_argument("texts", nargs="*", help="要预测的句子")
-    predict.add_argument("--file", help="文本文件，每行一句")
-    predict.add_argument("--json", action="store_true", help="每行打印一个 JSON 对象")
+    predict, group = add("predict", "运行目录 [句子 ...] [--file 文件] [--json]", "用训练好的模型预测几句话或一个文件",
+                         "预测。输入是命令行里的句子，或 --file 指定的文本文件（每行一句，自动识别编码）。\n"
+                         "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
+    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("texts", nargs="*", help="要预测的句子")
+    group.add_argument("--file", help="文本文件，每行一句")
+    flag(group, "--json", help="每行打印一个 JSON 对象")
 
-    gen = add("generate", "用训练好的语言模型续写一段提示",
-              "用 aigc train --task lm 训练的模型生成文本（提示 + 续写）。默认按概率采样；--greedy 贪心；\n"
-              "--beam N 束搜索。空提示表示从一句话的开头写起。\n"
-              "例：aigc generate runs/gpt \"今天\" --max-new-tokens 60 --top-p 0.9 --seed 1")
-    gen.add_argument("run", help="aigc train 的输出目录（或其中的 .pt 文件）")
-    gen.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
-    gen.add_argument("--max-new-tokens", type=int, default=100, help="最多生成多少个字（默认 100）")
-    gen.add_argument("--greedy", action="store_true", help="贪心：每步取概率最大的字")
-    gen.add_argument("--temperature", type=float, default=1.0, help="温度（默认 1.0；越小越保守）")
-    gen.add_argument("--top-k", type=int, default=None, help="只在概率最大的 k 个字里采样")
-    gen.add_argument("--top-p", type=float, default=None, help="只在累计概率达到 p 的最小集合里采样")
-    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="重复惩罚（> 1 压低出现过的字）")
-    gen.add_argument("--beam", type=int, default=None, help="束宽：给了就用束搜索（确定的结果；--beam 1 等于贪心）")
-    gen.add_argument("--length-penalty", type=float, default=1.0, help="束搜索的长度归一化指数 α")
-    gen.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
-    gen.add_argument("--seed", type=int, default=None, help="采样的随机种子（给定时结果可复现）")
-    gen.add_argument("--no-cache", action="store_true", help="不用 KV 缓存（每步重算全文，只为对照）")
-    _add_course_parser(sub)
-    return parser
+    gen, group = add("generate", "运行目录 [提示] [选项]", "用训练好的语言模型续写一段提示",
+                     "用 aigc train --task lm 训练的模型生成文本（提示 + 续写）。默认按概率采样；--greedy 贪心；\n"
+                     "--beam N 束搜索。空提示表示从一句话的开头写起。\n"
+                     "例：aigc generate runs/gpt \"今天\" --max-new-tokens 60 --top-p 0.9 --seed 1")
+    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
+    group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=0), default=100,
+                       help="最多生成多少个字（默认 100）")
+    flag(group, "--greedy", help="贪心：每步取概率最大的字")
+    group.add_argument("--temperature", type=_value(float, "--temperature"), default=1.0,
+                       help="温度（默认 1.0；越小越保守）")
+    group.add_argument("--top-k", type=_value(int, "--top-k"), default=None, help="只在概率最大的 k 个字里采样")
+    group.add_argument("--top-p", type=_value(float, "--top-p"), default=None,
+                       help="只在累计概率达到 p 的最小集合里采样")
+    group.add_argument("--repetition-penalty", type=_value(float, "--repetition-penalty"), default=1.0,
+                       help="重复惩罚（> 1 压低出现过的字）")
+    group.add_argument("--beam", type=_value(int, "--beam"), default=None,
+                       help="束宽：给了就用束搜索（确定的结果；--beam 1 等于贪心）")
+    group.add_argument("--length-penalty", type=_value(float, "--length-penalty"), default=1.0,
+                       help="束搜索的长度归一化指数 α")
+    group.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
+    group.add_argument("--seed", type=_value(int, "--seed"), default=None, help="采样的随机种子（给定时结果可复现）")
+    flag(group, "--no-cache", help="不用 KV 缓存（每步重算全文，只为对照）")
+    _add_course_parser(sub, new, options, flag)
+    return parser, parsers
 
 
-def _add_course_parser(sub) -> None:
+def _size_flags() -> dict:
+    """所有已登记任务的尺寸字段，按参数名合并：``{名字: (SizeField, [(任务, 模型, 说明), ...])}``。"""
+    from .tasks import TASKS
+    from .tasks.sizes import size_fields
+
+    merged: dict = {}
+    for task in TASKS.values():
+        for model, spec in task.models.items():
+            for f in size_fields(spec.sizes):
+                merged.setdefault(f.name, (f, []))[1].append((task, model, f.help))
+    return merged
+
+
+def _used_by(users) -> str:
+    """``[(任务, 模型, 说明), ...]`` -> "[sentiment:rnn/lstm/gru、lm]"：整个任务都用时只写任务名。"""
+    by_task: dict = {}
+    for task, model, _ in users:
+        by_task.setdefault(task.name, (task, []))[1].append(model)
+    return "[" + "、".join(name if len(models) == len(task.models) else f"{name}:{'/'.join(models)}"
+                          for name, (task, models) in by_task.items()) + "]"
+
+
+def _size_overrides(args) -> dict:
+    """命令行上写了的尺寸参数（没写的不在 args 里：default=SUPPRESS）。"""
+    return {name: getattr(args, name) for name in _size_flags() if hasattr(args, name)}
+
+
+def _add_size_flags(train: argparse.ArgumentParser, flags_without_value: set) -> None:
+    """``aigc train`` 的尺寸参数：由各任务的尺寸 dataclass 生成。说明后面的方括号是用到它的任务（和模型）。"""
+    group = train.add_argument_group("尺寸与超参数（不写就用当前档位的默认值；[ ] 里是用到它的任务，别的任务给了会报错）")
+    for name, (f, users) in _size_flags().items():
+        helps = list(dict.fromkeys(h for _, _, h in users))
+        # 说明各任务相同时写一次；不同时每条说明后面跟着用它的任务
+        text = f"{helps[0]} {_used_by(users)}" if len(helps) == 1 else "；".join(
+            f"{h} {_used_by([u for u in users if u[2] == h])}" for h in helps)
+        text = text.replace("%", "%%")
+        if f.kind is bool:
+            group.add_argument(f.flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=text)
+            flags_without_value.update({f.flag, "--no-" + f.flag[2:]})
+        else:
+            metavar = "{" + ",".join(f.choices) + "}" if f.choices else {int: "N", float: "X"}.get(f.kind, "TEXT")
+            group.add_argument(f.flag, dest=name, type=f.parse, default=argparse.SUPPRESS, help=text,
+                               metavar=metavar)
+
+
+def _add_course_parser(sub, new, options, flag) -> None:
     """``aigc course run`` 与 ``aigc course build``（实现在 ``aigc_lib.course``）。"""
-    def titled(p):
-        p.add_argument("-h", "--help", action="help", help="显示帮助并退出")
-        p._positionals.title = "位置参数"
-        p._optionals.title = "选项"
-        return p
-
-    course = titled(sub.add_parser(
-        "course", help="运行整门课（所有章节）或生成离线网站", add_help=False, formatter_class=ChineseHelpFormatter,
-        description="整门课的两件事：按顺序执行所有章节（run），把执行过的章节生成离线网站和幻灯片（build）。\n"
-                    "例：aigc course run --profile gpu --inplace\n    aigc course build --out site/"))
-    actions = course.add_subparsers(dest="course_command", metavar="{run,build}")
+    course = new("aigc course", "aigc course {run,build} ...",
+                 "整门课的两件事：按顺序执行所有章节（run），把执行过的章节生成离线网站和幻灯片（build）。\n"
+                 "例：aigc course run --profile gpu --inplace\n    aigc course build --out site/",
+                 make=lambda **kw: sub.add_parser("course", help="运行整门课（所有章节）或生成离线网站", **kw))
+    options(course)
+    actions = course.add_subparsers(title="子命令", dest="course_command", metavar="{run,build}")
     course.set_defaults(course_parser=course)  # 只写 aigc course 时打印这份帮助
 
-    run = titled(actions.add_parser(
-        "run", help="按编号顺序执行 chapters/ 里的所有 notebook", add_help=False, formatter_class=ChineseHelpFormatter,
-        description="按编号顺序执行章节（工作目录是章节所在的文件夹），显示进度、每章用时和汇总表。\n"
-                    "某个单元格出错时停下，说明是哪一章、哪个单元格、什么错误，退出码 1。\n"
-                    "例：aigc course run --profile smoke --only 00,01\n"
-                    "    aigc course run --profile gpu --inplace     # 在 GPU 机器上刷新提交的输出"))
-    run.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default=None,
-                     help="运行档位（默认：环境变量 AIGC_PROFILE；没有时有 CUDA 用 gpu，否则 cpu）")
-    run.add_argument("--only", default=None, help="只运行这些章节，逗号分隔的编号，例如 03,05")
-    run.add_argument("--chapters", default="chapters", help="章节所在的目录（默认 chapters）")
-    where = run.add_mutually_exclusive_group()
-    where.add_argument("--inplace", action="store_true", help="把执行结果写回原 notebook（刷新提交的输出）")
-    where.add_argument("--out", default=None, help="把执行过的 notebook 写到这个目录（默认 runs/course/<档位>/）")
+    run = new("aigc course run", "aigc course run [--profile 档位] [--only 编号] [--inplace | --out 目录]",
+              "按编号顺序执行章节（工作目录是章节所在的文件夹），显示进度、每章用时和汇总表。\n"
+              "某个单元格出错时停下，说明是哪一章、哪个单元格、什么错误，退出码 1。\n"
+              "例：aigc course run --profile smoke --only 00,01\n"
+              "    aigc course run --profile gpu --inplace     # 在 GPU 机器上刷新提交的输出",
+              make=lambda **kw: actions.add_parser("run", help="按编号顺序执行 chapters/ 里的所有 notebook", **kw))
+    group = options(run)
+    group.add_argument("--profile", type=_value(str, "--profile", choices=("smoke", "cpu", "gpu")), default=None,
+                       help="运行档位：smoke、cpu、gpu（默认：环境变量 AIGC_PROFILE；没有时有 CUDA 用 gpu，否则 cpu）")
+    group.add_argument("--only", default=None, help="只运行这些章节，逗号分隔的编号，例如 03,05")
+    group.add_argument("--chapters", default="chapters", help="章节所在的目录（默认 chapters）")
+    flag(group, "--inplace", help="把执行结果写回原 notebook（刷新提交的输出；不能与 --out 同用）")
+    group.add_argument("--out", default=None, help="把执行过的 notebook 写到这个目录（默认 runs/course/<档位>/）")
 
-    build = titled(actions.add_parser(
-        "build", help="把执行过的章节生成离线网站（目录、章节页面、幻灯片）", add_help=False,
-        formatter_class=ChineseHelpFormatter,
-        description="生成一个不联网也能打开的网站：index.html 是目录，每章一页（带上一章、下一章），\n"
-                    "每章一套 reveal.js 幻灯片；公式和幻灯片用到的文件都复制进网站文件夹。notebook 本身不会被改动。\n"
-                    "例：aigc course build --out site/    然后用浏览器打开 site/index.html"))
-    build.add_argument("--src", default="chapters", help="执行过的章节所在的目录（默认 chapters）")
-    build.add_argument("--out", default="site", help="网站输出目录（默认 site）")
-    build.add_argument("--only", default=None, help="只生成这些章节，逗号分隔的编号，例如 00,02")
+    build = new("aigc course build", "aigc course build [--src 目录] [--out 目录] [--only 编号]",
+                "生成一个不联网也能打开的网站：index.html 是目录，每章一页（带上一章、下一章），\n"
+                "每章一套 reveal.js 幻灯片；公式和幻灯片用到的文件都复制进网站文件夹。notebook 本身不会被改动。\n"
+                "例：aigc course build --out site/    然后用浏览器打开 site/index.html",
+                make=lambda **kw: actions.add_parser(
+                    "build", help="把执行过的章节生成离线网站（目录、章节页面、幻灯片）", **kw))
+    group = options(build)
+    group.add_argument("--src", default="chapters", help="执行过的章节所在的目录（默认 chapters）")
+    group.add_argument("--out", default="site", help="网站输出目录（默认 site）")
+    group.add_argument("--only", default=None, help="只生成这些章节，逗号分隔的编号，例如 00,02")
 
 
 def _train(args) -> int:
     from .tasks import get_task
 
     task = get_task(args.task)
-    overrides = {key: getattr(args, key) for key in [*SIZE_FLAGS, "bidirectional"]}
-    summary = task.train(args.model, args.out, overrides=overrides, device=args.device, amp=args.amp,
+    summary = task.train(args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp,
                          seed=args.seed, compile=args.compile, progress=not args.quiet)
     from .tasks.base import _is_main_process
 
@@ -282,12 +308,73 @@ def _course(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
-    parser = _parser()
-    args = parser.parse_args(argv)
+def _command_of(argv: list[str]) -> str:
+    """出错时指向哪个子命令的帮助："train"、"course run"，或 ""（顶层）。"""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS:
+        return ""
+    if words[0] == "course" and len(words) > 1 and words[1] in COURSE_COMMANDS:
+        return "course run" if words[1] == "run" else "course build"
+    return words[0]
+
+
+def _check_command_names(argv: list[str]) -> None:
+    """子命令名由我们先检查（argparse 的英文提示不出现）。"""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if argv and not argv[0].startswith("-") and first not in COMMANDS:
+        raise UsageError(f"没有子命令 {first!r}，可选：{', '.join(COMMANDS)}")
+    if first == "course":
+        rest = argv[argv.index("course") + 1:]
+        if rest and not rest[0].startswith("-") and rest[0] not in COURSE_COMMANDS:
+            raise UsageError(f"没有子命令 {rest[0]!r}，可选：{', '.join(COURSE_COMMANDS)}", "course")
+
+
+def _check(args, command: str) -> None:
+    """argparse 之外由我们检查的：必需的参数、只能用一个的参数。"""
+    required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",)}
+    missing = [("--" + name if command == "train" else name) for name in required.get(command, ())
+               if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)
+    if command == "course run" and args.inplace and args.out is not None:
+        raise UsageError("参数 --inplace 和 --out 只能用一个", command)
+
+
+def _parse(argv: list[str]):
+    """解析命令行；写错时抛 :class:`UsageError`（中文说明），不让 argparse 打印英文并退出。"""
+    command = _command_of(argv)
+    _check_command_names(argv)
+    flags_without_value: set = set()
+    parser, parsers = _parser(flags_without_value)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as error:
+        if isinstance(error.__context__, argparse.ArgumentTypeError):
+            message = str(error.__context__)  # 我们的 type= 回调写的中文
+        elif error.argument_name in flags_without_value:
+            message = f"参数 {error.argument_name} 不带值"
+        else:
+            message = f"参数 {error.argument_name} 后面要跟一个值"
+        raise UsageError(message, command) from None
+    if unknown:
+        raise UsageError(f"不认识的参数：{' '.join(unknown)}", command)
     if args.command is None:
         parser.print_help()
+        return None
+    _check(args, command)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = _parse(argv)
+    except UsageError as error:
+        where = f"aigc {error.command}".strip()
+        print(f"{where}：错误：{error}。用 {where} --help 查看用法。", file=sys.stderr)
+        return 2
+    if args is None:
         return 2
     from .checkpoint import CheckpointMismatchError
     from .course import CourseError

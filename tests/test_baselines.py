@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from aigc_lib.baselines import SnowNLPBayes, snownlp_tokens
+from aigc_lib.tasks.sentiment.baselines import SnowNLPBayes, snownlp_tokens
 
 pytest.importorskip("snownlp")
 from snownlp import normal, sentiment  # noqa: E402

@@ -1,4 +1,5 @@
-"""aigc 命令端到端：train -> evaluate -> predict，单进程和 2 进程 torchrun（gloo）。"""
+"""aigc 命令端到端：train -> evaluate -> predict，单进程和 2 进程 torchrun（gloo）；由尺寸 dataclass 生成的参数；
+在测试里登记一个玩具任务，经 aigc 训练、评估、预测。"""
 
 import json
 import os
@@ -6,12 +7,19 @@ import socket
 import subprocess
 import sys
 
+from dataclasses import dataclass
+
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from aigc_lib import cli
 from aigc_lib.cli import main
+from aigc_lib.tasks import TASKS, ModelSpec, Sizes, Task, TaskError, register, size, unregister
+from aigc_lib.tasks.sizes import size_fields
 
-TINY = ["--epochs", "1", "--train-limit", "300", "--max-len", "24", "--vocab-size", "400",
+TINY = ["--epochs", "1", "--train-limit", "300", "--max-tokens", "24", "--vocab-size", "400",
         "--batch-size", "32", "--tokens", "char"]
 
 
@@ -79,46 +87,271 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
 
 def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
     assert main(["train", "--task", "poetry", "--model", "gru", "--out", str(tmp_path)]) == 2
-    assert "没有名为 'poetry' 的任务" in capsys.readouterr().err
+    assert "--task 只能是 sentiment | segment | pos | ner | lm | pinyin，收到 'poetry'" in capsys.readouterr().err
     assert main(["train", "--task", "sentiment", "--model", "cnn", "--out", str(tmp_path)]) == 2
     assert "可选：rnn, lstm, gru, transformer" in capsys.readouterr().err
-    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path), "--heads", "2"]) == 2
-    assert "不使用参数 --heads" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
     assert "找不到训练结果" in capsys.readouterr().err
-    (tmp_path / "empty.txt").write_bytes(b"")
     run = tmp_path / "fake"
     run.mkdir()
     torch.save({"model": {}}, run / "best.pt")
     assert main(["evaluate", str(run)]) == 2
     assert "不是 aigc train 写出的检查点" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["evaluate"])  # argparse：缺少位置参数
-    assert "用法" in capsys.readouterr().err
-    # argparse 自己发现的错误也用中文说明，并指向对应子命令的 --help
+    # 命令行写错：一行中文说明，指向对应子命令的 --help，退出码 2；argparse 的英文提示一个字也不出现
     for argv, expected in [
         (["evaluate"], "aigc evaluate：错误：缺少必需的参数：run。用 aigc evaluate --help 查看用法。"),
-        (["frobnicate"], "没有子命令 'frobnicate'，可选："),
-        (["course", "run", "--profile", "fast"], "参数 --profile 的值 'fast' 无效，可选："),
-        (["course", "run", "--inplace", "--out", "x"], "参数 --out 和 --inplace 只能用一个"),
-        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--epochs", "abc"], "参数 --epochs 要一个整数，收到 'abc'"),
+        (["train", "--model", "gru", "--out", "x"], "aigc train：错误：缺少必需的参数：--task。"),
+        (["frobnicate"], "aigc：错误：没有子命令 'frobnicate'，可选：train, evaluate"),
+        (["course", "frob"], "aigc course：错误：没有子命令 'frob'，可选：run, build"),
+        (["course", "run", "--profile", "fast"], "参数 --profile 只能是 smoke | cpu | gpu，收到 'fast'"),
+        (["course", "run", "--inplace", "--out", "x"], "参数 --inplace 和 --out 只能用一个"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--epochs", "abc"],
+         "参数 --epochs 要一个整数，收到 'abc'"),
         (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--lr", "fast"], "参数 --lr 要一个数，收到 'fast'"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--tokens", "bpe"],
+         "参数 --tokens 只能是 word | char，收到 'bpe'"),
         (["train", "--task", "sentiment", "--model", "gru", "--out"], "参数 --out 后面要跟一个值"),
-        (["evaluate", "x", "--bogus"], "不认识的参数：--bogus"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--quiet=1"], "参数 --quiet 不带值"),
+        (["evaluate", "x", "--bogus"], "aigc evaluate：错误：不认识的参数：--bogus。用 aigc evaluate --help 查看用法。"),
+        (["evaluate", "x", "--js"], "不认识的参数：--js"),  # 不接受缩写（allow_abbrev=False）
     ]:
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
+        assert main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert stop.value.code == 2 and expected in err, (argv, err)
-        assert "error" not in err and "invalid" not in err, err
+        assert expected in err and err.count("\n") == 1, (argv, err)
+        assert "error" not in err and "invalid" not in err and "usage" not in err, err
+
+
+# ---------------------------------------------------------------------------
+# 尺寸参数：由每个任务的尺寸 dataclass 生成
+# ---------------------------------------------------------------------------
+
+
+def _all_size_fields():
+    """[(任务, 模型, SizeField), ...]：所有已登记任务的所有模型的所有尺寸。"""
+    return [(task, model, f) for task in TASKS.values() for model, spec in task.models.items()
+            for f in size_fields(spec.sizes)]
+
+
+def _train_help(monkeypatch, capsys) -> str:
+    monkeypatch.setenv("COLUMNS", "2000")  # 不折行：每个参数的说明在同一行
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_size_of_every_task_is_a_flag_with_its_help_and_users(monkeypatch, capsys):
+    text = _train_help(monkeypatch, capsys)
+    lines, current = {}, None
+    for line in text.splitlines():  # 一个参数一条：以 "  --" 开头，说明太靠右时会接在下一行
+        if line.startswith("  --"):
+            current = line.split()[0].rstrip(",")
+            lines[current] = line
+        elif current and line.startswith("    "):
+            lines[current] += " " + line.strip()
+        else:
+            current = None
+    fields = _all_size_fields()
+    assert {f.name for _, _, f in fields} >= {"val_limit", "aligned", "max_tokens", "split_len", "context_len",
+                                               "max_chars", "num_heads", "num_layers", "num_decoder_layers", "min_freq"}
+    for task, model, f in fields:
+        line = lines[f.flag]
+        assert f.help in line, (f.flag, line)
+        assert task.name in line.split(f.help, 1)[1].split("；")[0], (task.name, line)  # 说明后面写着用它的任务
+        if f.kind is bool:
+            assert line.startswith(f"  {f.flag}, --no-{f.flag[2:]} "), line
+    # 旧名字全部不见了（每个意思一个名字）
+    for old in ("--max-len", "--block-size", "--heads", "--layers", "--decoder-layers", "--min-count"):
+        assert old not in lines
+    assert "用法" in text and "显示帮助并退出" in text
+
+
+def _other_value(task, model, f):
+    """一个合法、且与默认值不同的值，以及写在命令行上的样子。"""
+    default = task.sizes(model)[f.name]
+    if f.kind is bool:
+        return (not default), [f.flag if not default else "--no-" + f.flag[2:]]
+    if f.choices:
+        value = next(c for c in f.choices if c != default)
+    elif f.kind is int:
+        value = default + 3
+    elif f.below is not None:
+        value = 0.25 if default != 0.25 else 0.5
+    else:
+        value = default * 2 + 0.5
+    return value, [f.flag, str(value)]
+
+
+def test_each_flag_sets_its_size_and_nothing_else(monkeypatch):
+    monkeypatch.setenv("AIGC_PROFILE", "smoke")
+    for task, model, f in _all_size_fields():
+        value, argv = _other_value(task, model, f)
+        args = cli._parse(["train", "--task", task.name, "--model", model, "--out", "x", *argv])
+        sizes = task.sizes(model, cli._size_overrides(args))
+        assert sizes == dict(task.sizes(model), **{f.name: value}), (task.name, model, f.name)
+
+
+def test_defaults_follow_the_profile_when_sizes_are_built(monkeypatch):
+    task = TASKS["sentiment"]
+    monkeypatch.setenv("AIGC_PROFILE", "smoke")
+    smoke = task.sizes("gru")
+    monkeypatch.setenv("AIGC_PROFILE", "cpu")
+    cpu = task.sizes("gru")
+    assert (smoke["epochs"], smoke["max_tokens"], smoke["embed_dim"]) == (1, 64, 32)
+    assert (cpu["epochs"], cpu["max_tokens"], cpu["embed_dim"]) == (6, 160, 128)
+    assert cpu["lr"] == 2e-3 and task.sizes("transformer")["lr"] == 5e-4  # 模型自己的默认值
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """任何任务一旦开始准备数据就失败：参数错误必须在此之前发现。"""
+    def fail(self, sizes):
+        raise AssertionError("参数检查应在准备数据之前")
+    for task in TASKS.values():
+        monkeypatch.setattr(type(task), "prepare", fail)
+
+
+def test_a_flag_the_model_does_not_use_is_an_error(no_data, capsys):
+    every = {f.flag: f for _, _, f in _all_size_fields()}
+    for task in TASKS.values():
+        for model, spec in task.models.items():
+            used = {f.flag for f in size_fields(spec.sizes)}
+            for flag in sorted(set(every) - used):
+                _, argv = _other_value(*next((t, m, f) for t, m, f in _all_size_fields() if f.flag == flag))
+                assert main(["train", "--task", task.name, "--model", model, "--out", "x", *argv]) == 2
+                err = capsys.readouterr().err
+                assert f"任务 {task.name} 的模型 {model} 不使用参数 {flag}" in err, err
+                assert all(u in err.split("可以调整的有：")[1] for u in used)
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--epochs", "0", "参数 --epochs 要大于等于 1 的整数，收到 0"),
+    ("--batch-size", "0", "参数 --batch-size 要大于等于 1 的整数，收到 0"),
+    ("--dropout", "1.5", "参数 --dropout 要[0, 1) 之间的数，收到 1.5"),
+    ("--dropout", "-0.1", "参数 --dropout 要[0, 1) 之间的数，收到 -0.1"),
+    ("--lr", "0", "参数 --lr 要大于 0 的数，收到 0.0"),
+    ("--lr", "-0.001", "参数 --lr 要大于 0 的数，收到 -0.001"),
+    ("--train-limit", "-1", "参数 --train-limit 要大于等于 0 的整数，收到 -1"),
+    ("--weight-decay", "-1", "参数 --weight-decay 要大于等于 0 的数，收到 -1.0"),
+    ("--pooling", "sum", "参数 --pooling 只能是 last | mean | max，收到 'sum'"),
+])
+def test_out_of_range_values_fail_before_any_data_is_loaded(no_data, capsys, flag, value, expected):
+    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", "x", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"aigc train：错误：{expected}。用 aigc train --help 查看用法。\n"
+
+
+def test_python_overrides_are_checked_like_flags():
+    task = TASKS["lm"]
+    with pytest.raises(TaskError, match="参数 --context-len 要大于等于 2 的整数，收到 1"):
+        task.sizes("gpt", {"context_len": 1})
+    with pytest.raises(TaskError, match="参数 --aligned 要 True 或 False"):
+        TASKS["pinyin"].sizes("seq2seq", {"aligned": "yes"})
+
+
+# ---------------------------------------------------------------------------
+# 新增一个任务只动它自己：在测试里定义、登记、经 aigc 训练、评估、预测
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ToySizes(Sizes):
+    epochs: int = size("训练轮数", smoke=3, cpu=5, at_least=1)
+    batch_size: int = size("每批样本数", 16, at_least=1)
+    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", 0.1, above=0)
+    toy_width: int = size("玩具模型隐藏层宽度", 8, at_least=1)
+
+
+class ToyNet(nn.Module):
+    """两个数 -> 两类（和是否大于 0）。"""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.config = {"width": width}
+        self.net = nn.Sequential(nn.Linear(2, width), nn.Tanh(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _toy_data(n, seed):
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    return x, (x.sum(1) > 0).long()
+
+
+class ToyTask(Task):
+    name = "toy"
+    description = "玩具任务：两个数的和是否大于 0"
+    models = {"mlp": ModelSpec(lambda sizes, artifacts: ToyNet(sizes["toy_width"]), ToyNet, ToySizes)}
+
+    def prepare(self, sizes):
+        train = DataLoader(TensorDataset(*_toy_data(256, 0)), batch_size=sizes["batch_size"], shuffle=True)
+        return train, DataLoader(TensorDataset(*_toy_data(64, 1))), {"labels": ["否", "是"]}
+
+    def evaluate(self, model, config, split, device):
+        x, y = _toy_data(200, {"train": 0, "val": 1, "test": 2}[split])
+        with torch.no_grad():
+            pred = model(x.to(device)).argmax(-1).cpu()
+        return {"task": self.name, "split": split, "n": len(y), "accuracy": (pred == y).float().mean().item()}
+
+    def predict(self, model, config, inputs, device):
+        x = torch.tensor([[float(v) for v in text.split()] for text in inputs])
+        with torch.no_grad():
+            pred = model(x.to(device)).argmax(-1).tolist()
+        return [{"text": text, "label": config["artifacts"]["labels"][p]} for text, p in zip(inputs, pred)]
+
+
+@pytest.fixture
+def toy():
+    task = register(ToyTask())
+    yield task
+    unregister("toy")
+    assert "toy" not in TASKS
+
+
+def test_a_task_registered_from_outside_trains_evaluates_and_predicts(toy, tmp_path, capsys, monkeypatch):
+    text = _train_help(monkeypatch, capsys)
+    assert "--toy-width N" in text and "玩具模型隐藏层宽度 [toy]" in text and "[sentiment、segment、pos、ner、lm、pinyin、toy]" in text
+    out = tmp_path / "toy"
+    assert main(["train", "--task", "toy", "--model", "mlp", "--out", str(out), "--quiet", "--toy-width", "12",
+                 "--epochs", "4"]) == 0
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["sizes"] == {"weight_decay": 0.01, "epochs": 4, "batch_size": 16, "lr": 0.1, "toy_width": 12}
+    assert summary["parameters"] == (2 * 12 + 12) + (12 * 2 + 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 200 and result["accuracy"] > 0.9
+    assert main(["predict", str(out), "3 2", "-5 1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["是", "否"]
+    # 别的任务不认 toy 的参数
+    assert main(["train", "--task", "lm", "--model", "gpt", "--out", str(tmp_path / "x"), "--toy-width", "3"]) == 2
+    assert "不使用参数 --toy-width" in capsys.readouterr().err
+
+
+def test_register_rejects_a_size_name_with_another_meaning():
+    @dataclass
+    class Clash(Sizes):
+        epochs: float = size("训练轮数", 1.0, at_least=1)
+
+    class ClashTask(ToyTask):
+        name = "clash"
+        models = {"mlp": ModelSpec(ToyTask.models["mlp"].build, ToyNet, Clash)}
+
+    with pytest.raises(ValueError, match="epochs"):
+        register(ClashTask())
+    assert "clash" not in TASKS
 
 
 def test_help_is_chinese():
     result = _aigc("--help")
     assert result.returncode == 0 and "训练" in result.stdout and "用法" in result.stdout
-    for command in ("train", "evaluate", "predict"):
+    assert "usage" not in result.stdout and "options" not in result.stdout
+    for command in ("train", "evaluate", "predict", "generate", "course"):
         sub = _aigc(command, "--help")
-        assert sub.returncode == 0 and "显示帮助并退出" in sub.stdout
+        assert sub.returncode == 0 and "显示帮助并退出" in sub.stdout and "用法：aigc " + command in sub.stdout
+        assert "usage" not in sub.stdout and "options" not in sub.stdout and "positional" not in sub.stdout
 
 
 def _free_port():
@@ -131,7 +364,7 @@ def test_transformer_and_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "transformer", "--out", str(out),
-           "--quiet", "--d-model", "16", "--heads", "2", "--layers", "1", *TINY]
+           "--quiet", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("完成：") == 1  # 只有 rank 0 打印

@@ -11,7 +11,7 @@ from torch import nn
 
 from aigc_lib import fit
 from aigc_lib.models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer, TransformerDecoderLayer
-from aigc_lib.pinyin_data import seq2seq_collate
+from aigc_lib.tasks.pinyin.data import seq2seq_collate
 
 PAD, BOS, EOS = 0, 2, 3
 
@@ -359,7 +359,7 @@ def test_batched_beam_search_equals_one_source_at_a_time():
 
 def tiny_pinyin_model():
     """固定种子、在 320 个验证集小句上训练几轮的小模型（只用来对照解码结果，不求准确）。"""
-    from aigc_lib.pinyin_data import pinyin_pairs
+    from aigc_lib.tasks.pinyin.data import pinyin_pairs
     from aigc_lib.tasks.pinyin import build_vocabs, encode_pairs
 
     pairs = pinyin_pairs("val", max_chars=8, limit=400)

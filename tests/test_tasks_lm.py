@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from aigc_lib.cli import main
-from aigc_lib.tasks import get_task, load_run, lm
+from aigc_lib.tasks import get_task, load_run
+from aigc_lib.tasks.lm import task as lm_task
 from aigc_lib.tasks.lm import SEPARATOR, char_vocab, make_blocks, split_text
 
-TINY = ["--epochs", "1", "--train-limit", "300", "--block-size", "16", "--samples-per-epoch", "160",
+TINY = ["--epochs", "1", "--train-limit", "300", "--context-len", "16", "--samples-per-epoch", "160",
         "--val-blocks", "16", "--batch-size", "16", "--lr", "0.01", "--quiet"]
-SIZES = {"gpt": ["--d-model", "16", "--heads", "2", "--layers", "1"],
-         "lstm": ["--embed-dim", "16", "--hidden-dim", "24", "--layers", "1"]}
+SIZES = {"gpt": ["--d-model", "16", "--num-heads", "2", "--num-layers", "1"],
+         "lstm": ["--embed-dim", "16", "--hidden-dim", "24", "--num-layers", "1"]}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def runs(tmp_path_factory):
     # 验证集和测试集各只取前 300 句，评估才快；走的仍是完整的 train / evaluate / generate 流程
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIGC_PROFILE", "smoke")
-        patch.setattr(lm, "split_text", lambda split, limit=0: split_text(split, limit or 300))
+        patch.setattr(lm_task, "split_text", lambda split, limit=0: split_text(split, limit or 300))
         out = {}
         for family in ("gpt", "lstm"):
             out[family] = tmp_path_factory.mktemp("runs") / family
@@ -106,4 +107,4 @@ def test_lm_errors_are_clear(runs, tmp_path, capsys):
         "task": "sentiment", "model": "gru", "model_config": classifier.config, "sizes": {}, "artifacts": {}})
     assert main(["generate", str(tmp_path), "你好"]) == 2
     assert "只用于 aigc train --task lm" in capsys.readouterr().err
-    assert get_task("lm").models == ("gpt", "lstm")
+    assert list(get_task("lm").models) == ["gpt", "lstm"]

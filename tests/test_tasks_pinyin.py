@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from aigc_lib.cli import main
-from aigc_lib.pinyin_baselines import BigramHMM, MostFrequentChar
-from aigc_lib.pinyin_data import (
+from aigc_lib.tasks.pinyin.baselines import BigramHMM, MostFrequentChar
+from aigc_lib.tasks.pinyin.data import (
     char_accuracy,
     clause_pairs,
     is_chinese,
@@ -190,8 +190,8 @@ def test_hmm_prefers_the_context_that_the_corpus_supports():
 # aigc 的 pinyin 任务端到端
 # ---------------------------------------------------------------------------
 
-TINY = ["--epochs", "1", "--train-limit", "400", "--max-len", "8", "--batch-size", "32", "--d-model", "16",
-        "--heads", "2", "--layers", "1"]
+TINY = ["--epochs", "1", "--train-limit", "400", "--max-chars", "8", "--batch-size", "32", "--d-model", "16",
+        "--num-heads", "2", "--num-layers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_evaluate_predict(trained_run, capsys):
     summary = json.loads((trained_run / "summary.json").read_text("utf-8"))
-    assert summary["task"] == "pinyin" and summary["model"] == "seq2seq" and summary["sizes"]["max_len"] == 8
+    assert summary["task"] == "pinyin" and summary["model"] == "seq2seq" and summary["sizes"]["max_chars"] == 8
     ckpt = torch.load(trained_run / "best.pt", weights_only=True)
     assert ckpt["config"]["artifacts"]["tgt_vocab"][:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
 

@@ -7,8 +7,9 @@ from aigc_lib.models import RNNClassifier, train_skipgram_fast
 from aigc_lib.runtime import seed_everything
 from aigc_lib.tasks.base import TaskError
 from aigc_lib.tasks.sentiment import SentimentTask
+from aigc_lib.tasks.sentiment.task import _train_tokens
 
-TINY = {"train_limit": 300, "tokens": "char", "vocab_size": 400, "max_len": 24, "embed_dim": 16, "hidden_dim": 8}
+TINY = {"train_limit": 300, "tokens": "char", "vocab_size": 400, "max_tokens": 24, "embed_dim": 16, "hidden_dim": 8}
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,7 @@ def test_embedding_starts_from_skipgram_vectors_of_the_training_texts():
     weight = model.embedding.weight.detach()
 
     # 对照：直接在同样的训练文本上训练 skip-gram（同样的种子、单线程）
-    texts = [list(tokens) for tokens in task._train_tokens(sizes)]
+    texts = [list(tokens) for tokens in _train_tokens(sizes)]
     assert len(texts) == 300
     vectors, _ = train_skipgram_fast(texts, dim=16, window=5, min_count=sizes["min_freq"], epochs=2, workers=1, seed=3)
     covered = [i for i, word in enumerate(itos) if word in vectors]
@@ -54,7 +55,7 @@ def test_zero_pretrain_epochs_means_random_init_and_bad_values_are_clear():
     reference = RNNClassifier(len(artifacts["vocab"]), kind="gru", embed_dim=16, hidden_dim=8, bidirectional=True,
                               dropout=sizes["dropout"], pooling="max")
     assert torch.equal(model.embedding.weight, reference.embedding.weight)
-    with pytest.raises(TaskError, match="不能是负数"):
-        task.build_model("gru", dict(sizes, pretrain_epochs=-1), artifacts)
+    with pytest.raises(TaskError, match="--pretrain-epochs 要大于等于 0 的整数"):  # 在准备数据之前就检查
+        task.sizes("gru", dict(TINY, pretrain_epochs=-1))
     with pytest.raises(TaskError, match="--pretrain-epochs"):  # Transformer 不用它：覆盖了就报错，而不是悄悄忽略
         task.sizes("transformer", {"pretrain_epochs": 1})

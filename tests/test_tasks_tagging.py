@@ -21,7 +21,7 @@ from aigc_lib.tasks.tagging import (
     tags_to_words,
 )
 
-TINY = ["--quiet", "--epochs", "1", "--train-limit", "200", "--max-len", "40", "--embed-dim", "16",
+TINY = ["--quiet", "--epochs", "1", "--train-limit", "200", "--split-len", "40", "--embed-dim", "16",
         "--hidden-dim", "16", "--batch-size", "32"]
 
 
@@ -54,17 +54,17 @@ def test_split_long_keeps_everything_and_cuts_only_at_boundaries(sentences):
     for sentence in sentences:
         for scheme in ("segment", "pos", "ner"):
             chars, tags = sentence_tags(sentence, scheme)
-            max_len = rng.randint(1, 30)
-            pieces = split_long(chars, tags, max_len)
+            split_len = rng.randint(1, 30)
+            pieces = split_long(chars, tags, split_len)
             assert sum((c for c, _ in pieces), []) == chars and sum((t for _, t in pieces), []) == tags
-            assert all(1 <= len(c) <= max_len for c, _ in pieces)
+            assert all(1 <= len(c) <= split_len for c, _ in pieces)
             start = 0
             for (c, _), (_, next_tags) in zip(pieces, pieces[1:]):
                 cut = start + len(c)
-                # 在词/实体的开头切；只有整段里找不到这样的位置时才硬切（那一段恰好 max_len 个字）
+                # 在词/实体的开头切；只有整段里找不到这样的位置时才硬切（那一段恰好 split_len 个字）
                 boundary = lambda tag: tag in ("B", "S", "O") or tag.startswith("B-")  # noqa: E731
                 assert boundary(next_tags[0]) or (
-                    len(c) == max_len and not any(boundary(t) for t in tags[start + 1:cut + 1]))
+                    len(c) == split_len and not any(boundary(t) for t in tags[start + 1:cut + 1]))
                 start = cut
 
 
@@ -154,7 +154,7 @@ def runs(tmp_path_factory):
 
 def test_tasks_are_registered():
     for scheme in ("segment", "pos", "ner"):
-        assert TASKS[scheme].models == ("bilstm-crf", "bilstm-softmax")
+        assert list(TASKS[scheme].models) == ["bilstm-crf", "bilstm-softmax"]
 
 
 @pytest.mark.parametrize("key", [("segment", "bilstm-crf"), ("pos", "bilstm-crf"), ("ner", "bilstm-crf"),

@@ -17,7 +17,7 @@
     loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten())  # 补齐位置的 tgt_out 是 -100
 
 所以批次 ``(src, src_lengths, tgt_in, tgt_out)`` 直接交给 ``fit``（目标在最后，见
-:func:`aigc_lib.pinyin_data.seq2seq_collate`）。两种掩码：
+:func:`aigc_lib.tasks.pinyin.data.seq2seq_collate`）。两种掩码：
   * 源序列的补齐掩码：编码器自注意力和解码器交叉注意力都不许看源序列里补齐的位置；
   * 目标序列的因果掩码：第 t 个位置只能看 ``tgt_in`` 的前 t+1 个词，否则训练时就"偷看"了答案。
 目标序列在右边补齐，因果掩码已经挡住了它们，不需要另加补齐掩码。

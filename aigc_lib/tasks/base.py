@@ -1,4 +1,8 @@
-"""任务的公共部分：尺寸（按档位取默认值、命令行覆盖）、训练流程、运行目录的读写。
+"""任务的公共部分：模型表（名字 -> 怎样搭模型）、尺寸、训练流程、运行目录的读写。
+
+一个任务声明：``models``——模型名 -> :class:`ModelSpec`（搭模型的函数、模型类、这个模型用的尺寸
+dataclass，见 :mod:`~aigc_lib.tasks.sizes`），以及数据准备、评估、预测。``aigc train`` 的参数、
+``load_run`` 重建模型都从这张表来，``cli.py`` 里没有任何任务或模型的名字。
 
 一次训练写一个运行目录（``--out runs/gru``）::
 
@@ -13,7 +17,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -23,6 +29,7 @@ from ..distributed import launched_by_torchrun
 from ..runtime import device as pick_device
 from ..runtime import seed_everything
 from ..training import fit, steps_per_epoch, warmup_cosine
+from .sizes import SizeField, build_sizes
 
 
 class TaskError(ValueError):
@@ -35,27 +42,28 @@ def _is_main_process() -> bool:
     )
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """任务里的一个模型：``build(sizes, artifacts)`` 搭出模型；``model_class`` 是它的类
+    （``load_run`` 用 ``model_class(**model.config)`` 重建）；``sizes`` 是这个模型用的尺寸 dataclass
+    （只有其中的字段能在命令行里设置，默认值按档位在构造时选）。"""
+
+    build: Callable[[dict, dict], nn.Module]
+    model_class: type[nn.Module]
+    sizes: type
+
+
 class Task:
     """一个任务 = 数据 + 可选的模型家族 + 损失 + 评估方式。子类填写下面这些属性和方法。"""
 
     name: str = ""
     description: str = ""
-    models: tuple[str, ...] = ()
+    models: dict[str, ModelSpec] = {}  # 模型名 -> ModelSpec；命令行的 --model 只认这张表
     monitor: str = "val_loss"  # 选“最好一轮”的指标
 
     # ---------------------------------------------------------------- 子类实现
-    def defaults(self, model: str) -> dict:
-        """按当前档位（smoke / cpu / gpu）给出的默认尺寸与超参数。"""
-        raise NotImplementedError
-
     def prepare(self, sizes: dict) -> tuple[object, object, dict]:
         """返回 ``(train_loader, val_loader, artifacts)``；artifacts 是预测时也要用的东西（如词表）。"""
-        raise NotImplementedError
-
-    def build_model(self, model: str, sizes: dict, artifacts: dict) -> nn.Module:
-        raise NotImplementedError
-
-    def model_class(self, model: str) -> type[nn.Module]:
         raise NotImplementedError
 
     def fit_options(self, sizes: dict) -> dict:
@@ -80,20 +88,24 @@ class Task:
             )
 
     def sizes(self, model: str, overrides: dict | None = None) -> dict:
-        """默认尺寸加上命令行覆盖的值；覆盖一个本任务不用的参数会报错，免得以为它生效了。"""
+        """默认尺寸（按当前档位）加上覆盖的值；覆盖一个本模型不用的参数会报错，免得以为它生效了。"""
         self.check_model(model)
-        sizes = dict(self.defaults(model))
-        for key, value in (overrides or {}).items():
-            if value is None:
-                continue
-            if key not in sizes:
-                flag = "--" + key.replace("_", "-")
-                raise TaskError(
-                    f"任务 {self.name} 的模型 {model} 不使用参数 {flag}。"
-                    f"可以调整的有：{', '.join('--' + k.replace('_', '-') for k in sizes)}。"
-                )
-            sizes[key] = value
-        return sizes
+
+        def unused(key: str, fields: list[SizeField]) -> TaskError:
+            flag = "--" + key.replace("_", "-")
+            return TaskError(f"任务 {self.name} 的模型 {model} 不使用参数 {flag}。"
+                             f"可以调整的有：{', '.join(f.flag for f in fields)}。")
+
+        try:
+            return build_sizes(self.models[model].sizes, overrides, unknown=unused)
+        except ValueError as error:
+            if isinstance(error, TaskError):
+                raise
+            raise TaskError(str(error)) from None
+
+    def build_model(self, model: str, sizes: dict, artifacts: dict) -> nn.Module:
+        """按模型表搭模型。"""
+        return self.models[model].build(sizes, artifacts)
 
     def train(self, model_name: str, out: str | Path, *, overrides: dict | None = None, device=None,
               amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True) -> dict:
@@ -159,7 +171,9 @@ def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:
     if "task" not in config or "model_config" not in config:
         raise TaskError(f"{path} 不是 aigc train 写出的检查点（缺少 task / model_config），无法重建模型。")
     task = get_task(config["task"])
-    model = task.model_class(config["model"])(**config["model_config"])
+    if config["model"] not in task.models:
+        raise TaskError(f"{path} 里的模型 {config['model']!r} 不在任务 {task.name} 的模型表里，无法重建。")
+    model = task.models[config["model"]].model_class(**config["model_config"])
     load_checkpoint(path, model)
     dev = pick_device(device)
     return task, model.to(dev).eval(), config

@@ -2,7 +2,7 @@
 
 数据：:func:`~aigc_lib.corpora.load_peoples_daily` 的每一句把词拼回原文，句与句之间用换行 ``\\n`` 隔开，
 连成一长串字；字表只由训练集建（``min_freq`` 以下的字变成 ``<unk>``）。再把这串字切成首尾相接、
-长 ``block_size`` 的片段：输入 x 是片段，目标 y 是同一片段右移一个字。
+长 ``context_len`` 的片段：输入 x 是片段，目标 y 是同一片段右移一个字。
 
 模型家族：``gpt``（:class:`~aigc_lib.models.GPTLanguageModel`）和 ``lstm``
 （:class:`~aigc_lib.models.LSTMLanguageModel`），调用方式都是 ``model(x (B, T)) -> logits (B, T, V)``，
@@ -16,18 +16,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from ..corpora import load_peoples_daily
-from ..generation import beam_search, generate
-from ..models import GPTLanguageModel, LSTMLanguageModel
-from ..runtime import pick
-from ..text import Vocab
-from .base import Task, TaskError
+from ...corpora import load_peoples_daily
+from ...generation import beam_search, generate
+from ...models import GPTLanguageModel, LSTMLanguageModel
+from ...text import Vocab
+from ..base import ModelSpec, Task, TaskError
+from ..sizes import Sizes, size
 
 SEPARATOR = "\n"  # 句与句之间的分隔符；空提示时从它开始写，也就是"从一句话的开头写起"
 
@@ -49,47 +50,67 @@ def char_vocab(text: str, min_freq: int = 1, max_size: int | None = None) -> Voc
     return vocab
 
 
-def make_blocks(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """一维编号序列 -> 首尾相接的片段 ``(x, y)``，各 (N, block_size)，y 是 x 右移一位。
+def make_blocks(ids: torch.Tensor, context_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """一维编号序列 -> 首尾相接的片段 ``(x, y)``，各 (N, context_len)，y 是 x 右移一位。
 
     >>> x, y = make_blocks(torch.arange(10), 4)
     >>> x.tolist(), y.tolist()
     ([[0, 1, 2, 3], [4, 5, 6, 7]], [[1, 2, 3, 4], [5, 6, 7, 8]])
     """
-    n = (len(ids) - 1) // block_size
+    n = (len(ids) - 1) // context_len
     if n < 1:
-        raise TaskError(f"文本只有 {len(ids)} 个字，不够切出一个长 {block_size} 的片段；请减小 --block-size。")
-    x = ids[: n * block_size].view(n, block_size)
-    y = ids[1 : n * block_size + 1].view(n, block_size)
+        raise TaskError(f"文本只有 {len(ids)} 个字，不够切出一个长 {context_len} 的片段；请减小 --context-len。")
+    x = ids[: n * context_len].view(n, context_len)
+    y = ids[1 : n * context_len + 1].view(n, context_len)
     return x, y
+
+
+@dataclass
+class LMSizes(Sizes):
+    """两个模型共用的尺寸。"""
+
+    context_len: int = size("每个训练片段的字数（GPT 的上下文长度）", smoke=32, cpu=128, gpu=256, at_least=2)
+    train_limit: int = size("只用前 N 句训练（0 表示全部）", smoke=2000, cpu=0, gpu=0, at_least=0)
+    samples_per_epoch: int = size("每轮随机抽多少个训练片段（0 表示全部）", smoke=256, cpu=4096, gpu=0, at_least=0)
+    val_blocks: int = size("每轮验证用前多少个片段（0 表示全部）", smoke=64, cpu=256, gpu=0, at_least=0)
+    min_freq: int = size("进入词表的最低词频（更少见的字变成 <unk>）", smoke=2, cpu=5, gpu=2, at_least=1)
+    epochs: int = size("训练轮数", smoke=1, cpu=8, gpu=10, at_least=1)
+    batch_size: int = size("每批样本数", smoke=16, cpu=32, gpu=128, at_least=1)
+    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=3e-3, cpu=2e-3, gpu=1e-3, above=0)
+    weight_decay: float = size("AdamW 的权重衰减", smoke=0.01, cpu=0.01, gpu=0.1, at_least=0)
+    dropout: float = size("dropout 比例", smoke=0.0, cpu=0.0, gpu=0.1, at_least=0, below=1)
+
+
+@dataclass
+class GPTSizes(LMSizes):
+    d_model: int = size("模型宽度（Transformer）", smoke=32, cpu=128, gpu=384, at_least=1)
+    num_heads: int = size("注意力头数（Transformer）", smoke=2, cpu=4, gpu=6, at_least=1)
+    num_layers: int = size("层数", smoke=1, cpu=4, gpu=6, at_least=1)
+
+
+@dataclass
+class LSTMSizes(LMSizes):
+    embed_dim: int = size("字向量维数", smoke=32, cpu=128, gpu=384, at_least=1)
+    hidden_dim: int = size("LSTM 隐藏层宽度", smoke=32, cpu=384, gpu=1024, at_least=1)
+    num_layers: int = size("层数", smoke=1, cpu=1, gpu=2, at_least=1)
+
+
+def build_gpt(sizes: dict, artifacts: dict) -> GPTLanguageModel:
+    return GPTLanguageModel(len(artifacts["vocab"]), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
+                            num_layers=sizes["num_layers"], dropout=sizes["dropout"], max_len=sizes["context_len"])
+
+
+def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:
+    return LSTMLanguageModel(len(artifacts["vocab"]), embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
+                             num_layers=sizes["num_layers"], dropout=sizes["dropout"])
 
 
 class LanguageModelTask(Task):
     name = "lm"
     description = "字符级语言模型（《人民日报》文本），训练后可以生成文本"
-    models = ("gpt", "lstm")
+    models = {"gpt": ModelSpec(build_gpt, GPTLanguageModel, GPTSizes),
+              "lstm": ModelSpec(build_lstm, LSTMLanguageModel, LSTMSizes)}
     monitor = "val_loss"
-
-    def defaults(self, model: str) -> dict:
-        sizes = {
-            "block_size": pick(smoke=32, cpu=128, gpu=256),    # 每个训练片段的字数（GPT 的上下文长度）
-            "train_limit": pick(smoke=2000, cpu=0, gpu=0),     # 只用前 N 句训练（0 = 全部）
-            "samples_per_epoch": pick(smoke=256, cpu=4096, gpu=0),  # 每轮随机抽多少个片段（0 = 全部）
-            "val_blocks": pick(smoke=64, cpu=256, gpu=0),      # 每轮验证用前多少个片段（0 = 全部）
-            "min_freq": pick(smoke=2, cpu=5, gpu=2),           # 出现少于这么多次的字变成 <unk>
-            "epochs": pick(smoke=1, cpu=8, gpu=10),
-            "batch_size": pick(smoke=16, cpu=32, gpu=128),
-            "lr": pick(smoke=3e-3, cpu=2e-3, gpu=1e-3),
-            "weight_decay": pick(smoke=0.01, cpu=0.01, gpu=0.1),
-            "dropout": pick(smoke=0.0, cpu=0.0, gpu=0.1),
-        }
-        if model == "gpt":
-            sizes.update(d_model=pick(smoke=32, cpu=128, gpu=384), heads=pick(smoke=2, cpu=4, gpu=6),
-                         layers=pick(smoke=1, cpu=4, gpu=6))
-        else:
-            sizes.update(embed_dim=pick(smoke=32, cpu=128, gpu=384), hidden_dim=pick(smoke=32, cpu=384, gpu=1024),
-                         layers=pick(smoke=1, cpu=1, gpu=2))
-        return sizes
 
     # ---------------------------------------------------------------- 数据
     @staticmethod
@@ -101,12 +122,10 @@ class LanguageModelTask(Task):
         return torch.tensor(vocab.encode(list(text)), dtype=torch.long)
 
     def prepare(self, sizes: dict):
-        if sizes["block_size"] < 2:
-            raise TaskError(f"--block-size 至少为 2，收到 {sizes['block_size']}。")
         train_text = split_text("train", sizes["train_limit"])
         vocab = char_vocab(train_text, min_freq=sizes["min_freq"])
-        train = TensorDataset(*make_blocks(self._encode(train_text, vocab), sizes["block_size"]))
-        x_val, y_val = make_blocks(self._encode(split_text("val"), vocab), sizes["block_size"])
+        train = TensorDataset(*make_blocks(self._encode(train_text, vocab), sizes["context_len"]))
+        x_val, y_val = make_blocks(self._encode(split_text("val"), vocab), sizes["context_len"])
         if sizes["val_blocks"]:
             x_val, y_val = x_val[: sizes["val_blocks"]], y_val[: sizes["val_blocks"]]
         # 语料很长时，"一轮"只随机抽 samples_per_epoch 个片段：每轮都验证一次，曲线上有足够多的点
@@ -115,27 +134,14 @@ class LanguageModelTask(Task):
         sampler = RandomSampler(train, num_samples=n_samples, generator=generator)
         train_loader = DataLoader(train, batch_size=sizes["batch_size"], sampler=sampler)
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=128)
-        return train_loader, val_loader, {"vocab": list(vocab.itos), "block_size": sizes["block_size"],
+        return train_loader, val_loader, {"vocab": list(vocab.itos), "context_len": sizes["context_len"],
                                           "separator": SEPARATOR}
-
-    # ---------------------------------------------------------------- 模型
-    def model_class(self, model: str):
-        return GPTLanguageModel if model == "gpt" else LSTMLanguageModel
-
-    def build_model(self, model: str, sizes: dict, artifacts: dict):
-        vocab_size = len(artifacts["vocab"])
-        if model == "gpt":
-            return GPTLanguageModel(vocab_size, d_model=sizes["d_model"], num_heads=sizes["heads"],
-                                    num_layers=sizes["layers"], dropout=sizes["dropout"],
-                                    max_len=sizes["block_size"])
-        return LSTMLanguageModel(vocab_size, embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
-                                 num_layers=sizes["layers"], dropout=sizes["dropout"])
 
     # ---------------------------------------------------------------- 评估
     def evaluate(self, model, config, split, device) -> dict:
         """整份数据上的平均交叉熵（nat/字）和困惑度 exp(交叉熵)。每个片段从头读起，互不相连。"""
         vocab = self._vocab(config)
-        x, y = make_blocks(self._encode(split_text(split), vocab), config["artifacts"]["block_size"])
+        x, y = make_blocks(self._encode(split_text(split), vocab), config["artifacts"]["context_len"])
         total, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, len(x), 128):

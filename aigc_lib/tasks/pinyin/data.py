@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from .corpora import load_peoples_daily
+from ...corpora import load_peoples_daily
 
 _HAN = re.compile(r"[\u4e00-\u9fff]+")  # CJK 统一汉字基本区：常用汉字都在这里
 _SYLLABLE = re.compile(r"[a-z]+")

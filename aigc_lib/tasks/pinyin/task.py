@@ -1,6 +1,6 @@
 """拼音 -> 汉字：把不带声调的音节序列"翻译"成汉字（第 10 章）。
 
-数据是 :func:`~aigc_lib.pinyin_data.pinyin_pairs` 从《人民日报》小句生成的平行语料；模型是
+数据是同一文件夹 ``data.py`` 里的 :func:`~aigc_lib.tasks.pinyin.data.pinyin_pairs` 从《人民日报》小句生成的平行语料；模型是
 :class:`~aigc_lib.models.seq2seq.Seq2SeqTransformer`，批次 ``(src, src_lengths, tgt_in, tgt_out)``
 交给 ``fit``。评估和预测用贪心解码，输出长度固定为输入的音节数（一个音节一个字）。
 
@@ -12,16 +12,17 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
-from ..batching import make_loader
-from ..metrics import accuracy, bleu
-from ..models.seq2seq import Seq2SeqTransformer
-from ..pinyin_data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
-from ..runtime import pick
-from ..text import Vocab
-from .base import Task, TaskError
+from ...batching import make_loader
+from ...metrics import accuracy, bleu
+from ...models.seq2seq import Seq2SeqTransformer
+from ...text import Vocab
+from ..base import ModelSpec, Task, TaskError
+from ..sizes import Sizes, size
+from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
 
 SPECIALS = ("<bos>", "<eos>")  # 两个词表都是 <pad>=0、<unk>=1、<bos>=2、<eos>=3
 
@@ -67,36 +68,44 @@ def convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, tgt_voc
     return results
 
 
+@dataclass
+class PinyinSizes(Sizes):
+    max_chars: int = size("只用不超过这么多字的小句", smoke=12, cpu=20, gpu=20, at_least=2)
+    train_limit: int = size("只用前 N 个训练小句（0 表示全部）", smoke=2000, cpu=0, gpu=0, at_least=0)
+    val_limit: int = size("训练时每轮验证用几个小句（0 表示全部）", smoke=300, cpu=0, gpu=0, at_least=0)
+    min_freq: int = size("进入字表的最低频次（更少见的字记为 <unk>）", smoke=1, cpu=2, gpu=1, at_least=1)
+    epochs: int = size("训练轮数", smoke=1, cpu=3, gpu=20, at_least=1)
+    batch_size: int = size("每批样本数", smoke=32, cpu=64, gpu=256, at_least=1)
+    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=2e-3, cpu=3e-3, gpu=1e-3, above=0)
+    d_model: int = size("模型宽度（Transformer）", smoke=32, cpu=128, gpu=256, at_least=1)
+    num_heads: int = size("注意力头数（Transformer）", smoke=2, cpu=4, gpu=8, at_least=1)
+    # 编码器层数：消歧主要靠看清前后的音节
+    num_layers: int = size("编码器层数", smoke=1, cpu=3, gpu=4, at_least=1)
+    num_decoder_layers: int = size("解码器层数", smoke=1, cpu=1, gpu=2, at_least=1)
+    dropout: float = size("dropout 比例", smoke=0.0, cpu=0.0, gpu=0.1, at_least=0, below=1)
+    aligned: bool = size("输出与输入逐位对齐（见 Seq2SeqTransformer 的 aligned；--no-aligned 关闭）", True)
+
+
+def build_seq2seq(sizes: dict, artifacts: dict) -> Seq2SeqTransformer:
+    return Seq2SeqTransformer(
+        len(artifacts["src_vocab"]), len(artifacts["tgt_vocab"]), d_model=sizes["d_model"],
+        num_heads=sizes["num_heads"], num_encoder_layers=sizes["num_layers"],
+        num_decoder_layers=sizes["num_decoder_layers"], dim_feedforward=2 * sizes["d_model"],
+        dropout=sizes["dropout"], context_len=max(64, sizes["max_chars"] + 2), aligned=sizes["aligned"],
+    )
+
+
 class PinyinTask(Task):
     name = "pinyin"
     description = "拼音 -> 汉字（Transformer 编码器-解码器）"
-    models = ("seq2seq",)
+    models = {"seq2seq": ModelSpec(build_seq2seq, Seq2SeqTransformer, PinyinSizes)}
     monitor = "val_loss"
-
-    def defaults(self, model: str) -> dict:
-        return {
-            "max_len": pick(smoke=12, cpu=20, gpu=20),          # 小句最多几个字
-            "train_limit": pick(smoke=2000, cpu=0, gpu=0),      # 0 表示全部训练小句
-            "val_limit": pick(smoke=300, cpu=0, gpu=0),         # 训练时每轮验证用几个小句（0 表示全部）
-            "min_freq": pick(smoke=1, cpu=2, gpu=1),            # 字表：更少见的字记为 <unk>
-            "epochs": pick(smoke=1, cpu=3, gpu=20),
-            "batch_size": pick(smoke=32, cpu=64, gpu=256),
-            "lr": pick(smoke=2e-3, cpu=3e-3, gpu=1e-3),
-            "d_model": pick(smoke=32, cpu=128, gpu=256),
-            "heads": pick(smoke=2, cpu=4, gpu=8),
-            "layers": pick(smoke=1, cpu=3, gpu=4),              # 编码器层数：消歧主要靠看清前后的音节
-            "decoder_layers": pick(smoke=1, cpu=1, gpu=2),
-            "dropout": pick(smoke=0.0, cpu=0.0, gpu=0.1),
-            "aligned": True,                                     # 见 Seq2SeqTransformer 的 aligned
-        }
 
     # ---------------------------------------------------------------- 数据
     def _pairs(self, split: str, sizes: dict, limit: int = 0):
-        return pinyin_pairs(split, max_chars=sizes["max_len"], limit=limit or None)
+        return pinyin_pairs(split, max_chars=sizes["max_chars"], limit=limit or None)
 
     def prepare(self, sizes: dict):
-        if sizes["max_len"] < 2:
-            raise TaskError(f"--max-len 是小句的最大字数，至少为 2，收到 {sizes['max_len']}。")
         train_pairs = self._pairs("train", sizes, sizes["train_limit"])
         src_vocab, tgt_vocab = build_vocabs(train_pairs, min_freq=sizes["min_freq"])
         collate = functools.partial(seq2seq_collate, bos_id=tgt_vocab["<bos>"], eos_id=tgt_vocab["<eos>"])
@@ -105,19 +114,7 @@ class PinyinTask(Task):
         train_loader = make_loader(train, batch_size=sizes["batch_size"], shuffle=True, collate_fn=collate)
         val_loader = make_loader(val, batch_size=256, collate_fn=collate)
         return train_loader, val_loader, {"src_vocab": list(src_vocab.itos), "tgt_vocab": list(tgt_vocab.itos),
-                                          "max_len": sizes["max_len"]}
-
-    # ---------------------------------------------------------------- 模型
-    def model_class(self, model: str):
-        return Seq2SeqTransformer
-
-    def build_model(self, model: str, sizes: dict, artifacts: dict):
-        return Seq2SeqTransformer(
-            len(artifacts["src_vocab"]), len(artifacts["tgt_vocab"]), d_model=sizes["d_model"],
-            num_heads=sizes["heads"], num_encoder_layers=sizes["layers"], num_decoder_layers=sizes["decoder_layers"],
-            dim_feedforward=2 * sizes["d_model"], dropout=sizes["dropout"], context_len=max(64, sizes["max_len"] + 2),
-            aligned=sizes["aligned"],
-        )
+                                          "max_chars": sizes["max_chars"]}
 
     def fit_options(self, sizes: dict) -> dict:
         # 验证时的"字准确率"是老师强制下的（每个位置都给了正确的前文），比真正逐字解码略高
@@ -144,7 +141,7 @@ class PinyinTask(Task):
 
     def predict(self, model, config, inputs, device) -> list[dict]:
         src_vocab, tgt_vocab = self._vocabs(config)
-        max_len = model.context_len - 1  # 还要留一个位置给 <eos>
+        max_syllables = model.context_len - 1  # 还要留一个位置给 <eos>
         syllable_lists = []
         for text in inputs:
             try:
@@ -153,8 +150,8 @@ class PinyinTask(Task):
                 raise TaskError(str(error)) from None
             if not syllables:
                 raise TaskError("输入是空的：请写不带声调、用空格隔开的拼音，例如 \"wo men ai bei jing\"。")
-            if len(syllables) > max_len:
-                raise TaskError(f"一次最多 {max_len} 个音节，收到 {len(syllables)} 个：请在标点处断开，分成几句输入。")
+            if len(syllables) > max_syllables:
+                raise TaskError(f"一次最多 {max_syllables} 个音节，收到 {len(syllables)} 个：请在标点处断开，分成几句输入。")
             syllable_lists.append(syllables)
         outputs = convert(model, syllable_lists, src_vocab, tgt_vocab, device)
         return [{"pinyin": " ".join(s), "hanzi": out, "unknown_syllables": [x for x in s if x not in src_vocab]}

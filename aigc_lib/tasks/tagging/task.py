@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import make_loader, pad_batch
-from ..corpora import bio_entities, bmes_labels, bmes_to_words, load_peoples_daily
-from ..metrics import bio_to_spans, entity_prf, segmentation_prf, token_accuracy
-from ..models import BiLSTMTagger
-from ..runtime import pick
-from ..text import Vocab
-from .base import Task, TaskError
+from dataclasses import dataclass
+
+from ...batching import make_loader, pad_batch
+from ...corpora import bio_entities, bmes_labels, bmes_to_words, load_peoples_daily
+from ...metrics import bio_to_spans, entity_prf, segmentation_prf, token_accuracy
+from ...models import BiLSTMTagger
+from ...text import Vocab
+from ..base import ModelSpec, Task, TaskError
+from ..sizes import Sizes, size
 
 SCHEMES = ("segment", "pos", "ner")
 BMES_TAGS = ("B", "M", "E", "S")
@@ -73,20 +75,20 @@ def _starts_unit(tag: str) -> bool:
     return tag in ("B", "S", "O") or tag.startswith("B-")
 
 
-def split_long(chars, tags, max_len: int) -> list[tuple[list[str], list[str]]]:
-    """把过长的句子在词（或实体）的边界切成不超过 ``max_len`` 个字的几段，用于训练。
+def split_long(chars, tags, split_len: int) -> list[tuple[list[str], list[str]]]:
+    """把过长的句子在词（或实体）的边界切成不超过 ``split_len`` 个字的几段，用于训练。
 
     为什么要切：一批的循环步数等于其中最长的句子，几句几百字的长句会让整批变慢；在词的边界切开，
-    每段的标签仍然完整合法。找不到边界（一个词比 ``max_len`` 还长）时才硬切。
+    每段的标签仍然完整合法。找不到边界（一个词比 ``split_len`` 还长）时才硬切。
 
     >>> split_long(list("我们爱北京"), ["B", "E", "S", "B", "E"], 3)
     [(['我', '们', '爱'], ['B', 'E', 'S']), (['北', '京'], ['B', 'E'])]
     """
-    if max_len < 1:
-        raise ValueError(f"max_len 必须是正整数，收到 {max_len}。")
+    if split_len < 1:
+        raise ValueError(f"split_len 必须是正整数，收到 {split_len}。")
     pieces, start = [], 0
-    while len(chars) - start > max_len:
-        cut = next((i for i in range(start + max_len, start, -1) if _starts_unit(tags[i])), start + max_len)
+    while len(chars) - start > split_len:
+        cut = next((i for i in range(start + split_len, start, -1) if _starts_unit(tags[i])), start + split_len)
         pieces.append((list(chars[start:cut]), list(tags[start:cut])))
         start = cut
     pieces.append((list(chars[start:]), list(tags[start:])))
@@ -210,10 +212,37 @@ def _to_corpus_width(text: str) -> str:
     return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
 
 
+@dataclass
+class TaggingSizes(Sizes):
+    """分词、词性、实体三个任务、两个模型共用的尺寸。"""
+
+    train_limit: int = size("只用前 N 句训练（0 表示全部）", smoke=600, cpu=0, gpu=0, at_least=0)
+    split_len: int = size("训练时长句在词边界切成不超过这么多字的段", smoke=60, cpu=100, gpu=150, at_least=1)
+    min_freq: int = size("进入词表的最低词频", 1, at_least=1)
+    vocab_size: int = size("词表大小上限（含 <pad>、<unk>）", smoke=3000, cpu=6000, gpu=6000, at_least=3)
+    epochs: int = size("训练轮数", smoke=1, cpu=2, gpu=10, at_least=1)
+    batch_size: int = size("每批样本数", smoke=32, cpu=64, gpu=128, at_least=1)
+    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=3e-3, cpu=5e-3, gpu=2e-3, above=0)
+    embed_dim: int = size("字向量维数", smoke=32, cpu=128, gpu=128, at_least=1)
+    hidden_dim: int = size("BiLSTM 每个方向的隐藏层宽度", smoke=64, cpu=128, gpu=512, at_least=1)
+    num_layers: int = size("层数", smoke=1, cpu=1, gpu=2, at_least=1)
+    dropout: float = size("dropout 比例", smoke=0.0, cpu=0.1, gpu=0.2, at_least=0, below=1)
+
+
+def build_tagger(use_crf: bool):
+    """``bilstm-crf`` / ``bilstm-softmax`` 的搭建函数（只差 ``use_crf``）。"""
+    def build(sizes: dict, artifacts: dict) -> BiLSTMTagger:
+        return BiLSTMTagger(len(artifacts["vocab"]), len(artifacts["tags"]), embed_dim=sizes["embed_dim"],
+                            hidden_dim=sizes["hidden_dim"], num_layers=sizes["num_layers"], dropout=sizes["dropout"],
+                            use_crf=use_crf)
+    return build
+
+
 class TaggingTask(Task):
     """按字的序列标注。``TaggingTask("segment")``、``TaggingTask("pos")``、``TaggingTask("ner")``。"""
 
-    models = ("bilstm-crf", "bilstm-softmax")
+    models = {"bilstm-crf": ModelSpec(build_tagger(True), BiLSTMTagger, TaggingSizes),
+              "bilstm-softmax": ModelSpec(build_tagger(False), BiLSTMTagger, TaggingSizes)}
     monitor = "val_loss"
     _DESCRIPTIONS = {
         "segment": "中文分词（按字 BMES 标注）",
@@ -226,21 +255,6 @@ class TaggingTask(Task):
         self.name = scheme
         self.description = self._DESCRIPTIONS[scheme]
 
-    def defaults(self, model: str) -> dict:
-        return {
-            "train_limit": pick(smoke=600, cpu=0, gpu=0),  # 只用前 N 句训练（0 表示全部）
-            "max_len": pick(smoke=60, cpu=100, gpu=150),  # 训练时长句在词边界切成不超过这么多字的段
-            "min_freq": 1,
-            "vocab_size": pick(smoke=3000, cpu=6000, gpu=6000),
-            "epochs": pick(smoke=1, cpu=2, gpu=10),
-            "batch_size": pick(smoke=32, cpu=64, gpu=128),
-            "lr": pick(smoke=3e-3, cpu=5e-3, gpu=2e-3),
-            "embed_dim": pick(smoke=32, cpu=128, gpu=128),
-            "hidden_dim": pick(smoke=64, cpu=128, gpu=512),
-            "layers": pick(smoke=1, cpu=1, gpu=2),
-            "dropout": pick(smoke=0.0, cpu=0.1, gpu=0.2),
-        }
-
     # ---------------------------------------------------------------- 数据
     def _examples(self, split: str, limit: int = 0) -> list[tuple[list[str], list[str]]]:
         sentences = load_peoples_daily(split)
@@ -249,12 +263,12 @@ class TaggingTask(Task):
         return [sentence_tags(s, self.name) for s in sentences]
 
     @staticmethod
-    def _encode(examples, vocab: Vocab, tag_index: dict, max_len: int | None):
+    def _encode(examples, vocab: Vocab, tag_index: dict, split_len: int | None):
         """编码成 ``[(字编号, 标签编号), ...]``。含训练集里没有的标签（少见的词性）的段落跳过：
         CRF 无法给一个不存在的标签打分。"""
         pairs = []
         for chars, tags in examples:
-            pieces = split_long(chars, tags, max_len) if max_len else [(chars, tags)]
+            pieces = split_long(chars, tags, split_len) if split_len else [(chars, tags)]
             for c, t in pieces:
                 if all(tag in tag_index for tag in t):
                     pairs.append((vocab.encode(c), [tag_index[tag] for tag in t]))
@@ -265,23 +279,14 @@ class TaggingTask(Task):
         vocab = Vocab([chars for chars, _ in train], min_freq=sizes["min_freq"], max_size=sizes["vocab_size"])
         tag_list = tag_inventory(self.name, [tags for _, tags in train])
         tag_index = {tag: i for i, tag in enumerate(tag_list)}
-        train_pairs = self._encode(train, vocab, tag_index, sizes["max_len"])
+        train_pairs = self._encode(train, vocab, tag_index, sizes["split_len"])
         # 只用一小部分训练数据时（smoke、测试），验证集也相应取小，免得验证比训练还慢
         val_limit = max(100, sizes["train_limit"] // 8) if sizes["train_limit"] else 0
-        val_pairs = self._encode(self._examples("val", val_limit), vocab, tag_index, sizes["max_len"])
+        val_pairs = self._encode(self._examples("val", val_limit), vocab, tag_index, sizes["split_len"])
         train_loader = make_loader(train_pairs, batch_size=sizes["batch_size"], shuffle=True, collate_fn=pad_tagged)
         # 验证集也按长度分桶（顺序无关紧要，指标在整个验证集上算），补齐少、快
         val_loader = make_loader(val_pairs, batch_size=256, shuffle=False, bucket=True, collate_fn=pad_tagged)
         return train_loader, val_loader, {"vocab": list(vocab.itos), "tags": tag_list, "scheme": self.name}
-
-    # ---------------------------------------------------------------- 模型
-    def model_class(self, model: str):
-        return BiLSTMTagger
-
-    def build_model(self, model: str, sizes: dict, artifacts: dict):
-        return BiLSTMTagger(len(artifacts["vocab"]), len(artifacts["tags"]), embed_dim=sizes["embed_dim"],
-                            hidden_dim=sizes["hidden_dim"], num_layers=sizes["layers"], dropout=sizes["dropout"],
-                            use_crf=model == "bilstm-crf")
 
     def fit_options(self, sizes: dict) -> dict:
         return {"step": tagging_step, "metrics": {"accuracy": _flat_accuracy}}
