@@ -5,7 +5,7 @@
 
     model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)
     model.new_cache(batch_size) -> 缓存对象（有 .length 和 .reorder(index)），前向时原地更新
-    model.max_len                -> 上下文长度；None 表示不限（RNN）
+    model.context_len            -> 上下文长度；None 表示不限（RNN）
 
 生成一个字的流程（每一步都一样）::
 
@@ -138,7 +138,7 @@ class _Decoder:
 
     def __init__(self, model: nn.Module, use_cache: bool) -> None:
         self.model, self.use_cache = model, use_cache
-        self.window = getattr(model, "max_len", None)
+        self.window = getattr(model, "context_len", None)
         self.cache = None
 
     def start(self, sequences: torch.Tensor) -> torch.Tensor:

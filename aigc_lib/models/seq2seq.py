@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import eval_mode
-from .rnn import check_token_ids, length_mask
+from .layers import check_token_ids, length_mask
 from .transformer import MultiHeadAttention, SinusoidalPositions, TransformerEncoderLayer
 
 

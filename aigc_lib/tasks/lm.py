@@ -127,7 +127,7 @@ class LanguageModelTask(Task):
         if model == "gpt":
             return GPTLanguageModel(vocab_size, d_model=sizes["d_model"], num_heads=sizes["heads"],
                                     num_layers=sizes["layers"], dropout=sizes["dropout"],
-                                    max_len=sizes["block_size"])
+                                    context_len=sizes["block_size"])
         return LSTMLanguageModel(vocab_size, embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
                                  num_layers=sizes["layers"], dropout=sizes["dropout"])
 

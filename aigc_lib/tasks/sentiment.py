@@ -16,7 +16,8 @@ import torch
 from ..batching import make_loader
 from ..corpora import load_reviews
 from ..metrics import accuracy, precision_recall_f1
-from ..models import RNNClassifier, TransformerClassifier, train_skipgram_fast
+from ..models import RNNClassifier, TransformerClassifier
+from ..wordvectors import train_skipgram_fast
 from ..runtime import pick
 from ..text import Vocab, clean_text, tokenize
 from .base import Task, TaskError, _is_main_process
@@ -94,7 +95,7 @@ class SentimentTask(Task):
             return TransformerClassifier(vocab_size, num_classes=2, d_model=sizes["d_model"],
                                          num_heads=sizes["heads"], num_layers=sizes["layers"],
                                          dim_feedforward=2 * sizes["d_model"], dropout=sizes["dropout"],
-                                         max_len=sizes["max_len"] + 1)
+                                         context_len=sizes["max_len"] + 1)
         return RNNClassifier(vocab_size, num_classes=2, kind=model, embed_dim=sizes["embed_dim"],
                              hidden_dim=sizes["hidden_dim"], num_layers=sizes["layers"],
                              bidirectional=sizes["bidirectional"], dropout=sizes["dropout"],
@@ -102,7 +103,7 @@ class SentimentTask(Task):
 
     def pretrained_vectors(self, sizes: dict, artifacts: dict) -> torch.Tensor | None:
         """``pretrain_epochs`` 大于 0 时：在训练集的文本上（不用标签）训练 skip-gram 词向量，
-        按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.models.WordVectors.embedding_matrix`）。
+        按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.wordvectors.WordVectors.embedding_matrix`）。
 
         只用训练集，验证集和测试集的文本一个字也不看。单线程训练，同一个种子（``aigc train --seed``）
         得到同样的向量；torchrun 的每个进程因此也得到同样的初始值。
@@ -115,7 +116,7 @@ class SentimentTask(Task):
         seed = torch.initial_seed()  # Task.train 已经用 --seed 设好
         start = time.perf_counter()
         vectors, losses = train_skipgram_fast(self._train_tokens(sizes), dim=sizes["embed_dim"], window=5,
-                                              min_count=sizes["min_freq"], epochs=epochs, workers=1, seed=seed,
+                                              min_freq=sizes["min_freq"], epochs=epochs, workers=1, seed=seed,
                                               device="cpu")
         itos = artifacts["vocab"]
         if _is_main_process():
