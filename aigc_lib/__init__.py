@@ -79,7 +79,8 @@ from .batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch
 from .models import KerasStyleLSTM, RNNClassifier, TransformerClassifier
 from .training import History, NonFiniteLossError, evaluate, fit, steps_per_epoch, warmup_cosine, warmup_linear
 from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from .models import CRF, BiLSTMTagger, GloVe, SkipGram, WordVectors, glove_step, skipgram_step, tagger_step, train_skipgram_fast
+from .models import CRF, BiLSTMTagger, GloVe, SkipGram, glove_step, skipgram_step, tagger_step
+from .wordvectors import WordVectors, train_skipgram_fast
 from .models import GPTLanguageModel, LSTMLanguageModel
 from .generation import beam_search, generate, next_token_probs
 from .models import Seq2SeqTransformer

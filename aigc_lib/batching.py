@@ -92,7 +92,7 @@ def pad_batch(
         pad_id: 补齐用的编号，与 ``Vocab`` 的 ``<pad>`` 一致（默认 0）。
         max_len: 给定时每句只保留前 max_len 个词（截断超长评论，控制显存和时间）。
 
-    空句子的长度是 0，它那一行全是 pad_id；模型会把长度当作 1 处理，不会报错。
+    空句子的长度是 0，它那一行全是 pad_id；aigc_lib.models 的模型收到空句子会报错，请在组批前把它们过滤掉。
 
     >>> tokens, lengths = pad_batch([[5, 6, 7], [8]])
     >>> tokens.tolist(), lengths.tolist()

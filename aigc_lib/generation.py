@@ -5,7 +5,7 @@
 
     model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)
     model.new_cache(batch_size) -> 缓存对象（有 .length 和 .reorder(index)），前向时原地更新
-    model.max_len                -> 上下文长度；None 表示不限（RNN）
+    model.context_len            -> 上下文长度；None 表示不限（RNN）
 
 生成一个字的流程（每一步都一样）::
 
@@ -22,8 +22,8 @@
   * 提示可以是编号列表（返回新生成的编号列表），也可以是字符串加 ``vocab``（按字编码，返回新生成的文本）。
     返回值只含新生成的部分，不含提示。
   * 空提示：需要一个开头，传 ``bos_id``（例如换行符的编号）就从它开始，否则报错。
-  * 提示或生成的文本超过模型的 ``max_len`` 时，只看最后 ``max_len`` 个字（滑动窗口）。GPT 的位置编码
-    是绝对的，窗口一移动缓存就作废了，所以超过 ``max_len`` 以后带缓存也要每步重算整个窗口。
+  * 提示或生成的文本超过模型的 ``context_len`` 时，只看最后 ``context_len`` 个字（滑动窗口）。GPT 的位置编码
+    是绝对的，窗口一移动缓存就作废了，所以超过 ``context_len`` 以后带缓存也要每步重算整个窗口。
   * 停止符：生成到其中任何一个就停下，停止符本身保留在结果里。
   * 给了 ``vocab`` 时不会生成 ``<pad>`` 和 ``<unk>``（它们不是文字）。
   * 可复现：``seed`` 给定时用自己的 ``torch.Generator`` 采样，同样的模型、提示和种子总得到同样的结果，
@@ -157,7 +157,7 @@ class LanguageModelDecoder:
     def __init__(self, model: nn.Module, sequences: torch.Tensor, use_cache: bool = True,
                  banned: Sequence[int] = ()) -> None:
         self.model, self.use_cache = model, use_cache
-        self.window = getattr(model, "max_len", None)
+        self.window = getattr(model, "context_len", None)
         self.sequences, self.banned, self.cache = sequences, list(banned), None
 
     def start(self) -> torch.Tensor:

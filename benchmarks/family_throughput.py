@@ -41,7 +41,7 @@ def families(vocab_size):
         "gru": lambda: RNNClassifier(kind="gru", **rnn),
         "bi-gru": lambda: RNNClassifier(kind="gru", bidirectional=True, **rnn),
         "transformer": lambda: TransformerClassifier(vocab_size, d_model=128, num_heads=4, num_layers=2,
-                                                     dim_feedforward=256, dropout=0.3, max_len=MAX_LEN),
+                                                     dim_feedforward=256, dropout=0.3, context_len=MAX_LEN),
     }
 
 

@@ -50,7 +50,7 @@ def main() -> None:
         torch.set_num_threads(1)
     seed_everything(0)
     model = GPTLanguageModel(3343, d_model=128, num_heads=4, num_layers=4, dropout=0.0,
-                             max_len=PROMPT_LEN + max(LENGTHS)).to(dev).eval()
+                             context_len=PROMPT_LEN + max(LENGTHS)).to(dev).eval()
     prompt = torch.randint(0, 3343, (PROMPT_LEN,)).tolist()
     generate(model, prompt, 16, strategy="greedy")  # 热身（第一次调用要分配内存、选内核）
     generate(model, prompt, 16, strategy="greedy", use_cache=False)

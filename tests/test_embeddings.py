@@ -9,20 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_lib.models.embeddings import (
-    GloVe,
-    SkipGram,
+from aigc_lib.models.embeddings import GloVe, SkipGram, glove_step, negative_table, skipgram_step
+from aigc_lib.wordvectors import (
     TensorBatches,
     WordVectors,
     build_vocab,
     cooccurrence,
     encode_corpus,
-    glove_step,
     keep_probabilities,
-    negative_table,
     sgns_update_,
     skipgram_pairs,
-    skipgram_step,
     subsample,
     train_skipgram_fast,
 )
@@ -58,13 +54,13 @@ def within_minus_across(wv):
 def test_build_vocab_and_encode_match_brute_force():
     for seed in range(20):
         sentences = random_corpus(seed)
-        min_count = seed % 4 + 1
-        words, counts = build_vocab(sentences, min_count=min_count)
+        min_freq = seed % 4 + 1
+        words, counts = build_vocab(sentences, min_freq=min_freq)
         flat = [w for s in sentences for w in s]
         expected = Counter(flat)
         first_seen = {w: flat.index(w) for w in expected}
         order = sorted(expected, key=lambda w: (-expected[w], first_seen[w]))
-        assert words == [w for w in order if expected[w] >= min_count]
+        assert words == [w for w in order if expected[w] >= min_freq]
         assert counts.tolist() == [expected[w] for w in words]
 
         ids, sentence_ids = encode_corpus(sentences, words)
@@ -73,8 +69,8 @@ def test_build_vocab_and_encode_match_brute_force():
             rebuilt[s].append(words[i])
         for s, sentence in enumerate(sentences):
             assert rebuilt[s] == [w for w in sentence if w in set(words)]
-    with pytest.raises(ValueError, match="min_count"):
-        build_vocab([["a"]], min_count=2)
+    with pytest.raises(ValueError, match="min_freq"):
+        build_vocab([["a"]], min_freq=2)
 
 
 # --- 下采样、窗口取词对、负采样表 -------------------------------------------
@@ -238,12 +234,12 @@ def test_skipgram_through_fit_learns_topics():
         progress=False,
     )
     assert history["train_loss"][-1] < 0.8 * history["train_loss"][0]
-    assert within_minus_across(model.word_vectors(words)) > 0.3
+    assert within_minus_across(WordVectors(words, model.vectors())) > 0.3
 
 
 def test_train_skipgram_fast_learns_topics_and_is_seeded():
     sentences = topic_corpus(seed=1)
-    settings = dict(dim=16, window=3, min_count=1, sample=1e-2, epochs=5, lr=0.05, batch_size=256)
+    settings = dict(dim=16, window=3, min_freq=1, sample=1e-2, epochs=5, lr=0.05, batch_size=256)
     for workers in (1, 2):  # 2 个线程时走 Hogwild 并行的那条路
         vectors, losses = train_skipgram_fast(sentences, **settings, workers=workers, device="cpu")
         assert len(losses) == 5 and losses[-1] < 0.8 * losses[0]
@@ -256,7 +252,7 @@ def test_train_skipgram_fast_learns_topics_and_is_seeded():
     assert not torch.equal(vectors.vectors, other.vectors)
     assert torch.get_num_threads() == threads  # 线程数设置被恢复
     with pytest.raises(RuntimeError, match="lr"):
-        train_skipgram_fast(sentences, min_count=1, sample=0, lr=1e30, batch_size=64, device="cpu")
+        train_skipgram_fast(sentences, min_freq=1, sample=0, lr=1e30, batch_size=64, device="cpu")
     assert torch.get_num_threads() == threads
 
 
@@ -322,7 +318,7 @@ def test_glove_through_fit_learns_topics():
         progress=False,
     )
     assert glove_step(model, (rows, cols, counts)).item() < 0.2 * initial
-    assert within_minus_across(model.word_vectors(words)) > 0.3
+    assert within_minus_across(WordVectors(words, model.vectors())) > 0.3
 
 
 def test_tensor_batches_cover_every_row_once_per_epoch():
@@ -438,3 +434,11 @@ def test_word2vec_format_errors(tmp_path):
         WordVectors.load_word2vec_format(bad)
     with pytest.raises(ValueError, match="重复"):
         WordVectors(["a", "a"], torch.zeros(2, 3))
+
+
+def test_models_give_their_word_vectors_as_tensors():
+    torch.manual_seed(0)
+    skipgram, glove = SkipGram(7, 4), GloVe(7, 4)
+    torch.testing.assert_close(skipgram.vectors(), skipgram.in_embed.weight.detach())
+    torch.testing.assert_close(glove.vectors(), glove.w.weight.detach() + glove.w_tilde.weight.detach())
+    assert not skipgram.vectors().requires_grad and not glove.vectors().requires_grad

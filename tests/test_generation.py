@@ -26,7 +26,7 @@ from aigc_lib.text import Vocab
 class MarkovModel(nn.Module):
     """下一个字的 logits 只取决于上一个字：logits = table[上一个字]。每一步的候选集合因此可以直接算出来。"""
 
-    max_len = None
+    context_len = None
 
     def __init__(self, table: torch.Tensor) -> None:
         super().__init__()
@@ -54,9 +54,9 @@ def markov(seed, V=12):
     return MarkovModel(torch.randn(V, V, generator=torch.Generator().manual_seed(seed)) * 2)
 
 
-def tiny_models(seed, V=30, max_len=64):
+def tiny_models(seed, V=30, context_len=64):
     torch.manual_seed(seed)
-    gpt = GPTLanguageModel(V, d_model=16, num_heads=2, num_layers=2, dropout=0.0, max_len=max_len).eval()
+    gpt = GPTLanguageModel(V, d_model=16, num_heads=2, num_layers=2, dropout=0.0, context_len=context_len).eval()
     lstm = LSTMLanguageModel(V, embed_dim=12, hidden_dim=16, dropout=0.0).eval()
     return {"gpt": gpt, "lstm": lstm}
 
@@ -181,7 +181,7 @@ def brute_force_greedy(model, prompt, n):
     tokens = list(prompt)
     for _ in range(n):
         with torch.no_grad():
-            window = tokens[-model.max_len :] if model.max_len else tokens
+            window = tokens[-model.context_len :] if model.context_len else tokens
             tokens.append(int(model(torch.tensor([window]))[0, -1].argmax()))
     return tokens[len(prompt) :]
 
@@ -189,10 +189,10 @@ def brute_force_greedy(model, prompt, n):
 @pytest.mark.parametrize("family", ["gpt", "lstm"])
 def test_greedy_cached_uncached_and_beam_one_agree(family):
     for seed in range(6):
-        model = tiny_models(seed, max_len=24)[family]
+        model = tiny_models(seed, context_len=24)[family]
         rng = random.Random(seed)
         prompt = [rng.randrange(30) for _ in range(rng.randint(1, 10))]
-        n = 40  # GPT 超过 max_len=24：也检查了滑动窗口
+        n = 40  # GPT 超过 context_len=24：也检查了滑动窗口
         cached = generate(model, prompt, n, strategy="greedy")
         assert cached == generate(model, prompt, n, strategy="greedy", use_cache=False)
         assert cached == brute_force_greedy(model, prompt, n)
@@ -207,7 +207,7 @@ def test_greedy_cached_uncached_and_beam_one_agree(family):
 @pytest.mark.parametrize("family", ["gpt", "lstm"])
 def test_sampling_with_cache_equals_sampling_without(family):
     for seed in range(4):
-        model = tiny_models(seed, max_len=24)[family]
+        model = tiny_models(seed, context_len=24)[family]
         options = dict(seed=seed, temperature=0.8, top_k=10, top_p=0.9, repetition_penalty=1.3)
         assert generate(model, [1, 2, 3], 35, **options) == generate(model, [1, 2, 3], 35, use_cache=False, **options)
 
@@ -280,7 +280,7 @@ def test_seed_makes_sampling_reproducible_and_leaves_global_rng_alone():
 
 
 def test_empty_and_over_long_prompts():
-    models = tiny_models(1, max_len=16)
+    models = tiny_models(1, context_len=16)
     for model in models.values():
         with pytest.raises(ValueError, match="提示是空的"):
             generate(model, [], 5)
@@ -289,7 +289,7 @@ def test_empty_and_over_long_prompts():
         assert generate(model, [], 8, strategy="greedy", bos_id=4) == generate(model, [4], 8, strategy="greedy")
         assert beam_search(model, [], 3, 8, bos_id=4) == beam_search(model, [4], 3, 8)
     gpt = models["gpt"]
-    long_prompt = [i % 30 for i in range(50)]  # 比 max_len=16 长得多：只看最后 16 个
+    long_prompt = [i % 30 for i in range(50)]  # 比 context_len=16 长得多：只看最后 16 个
     expected = generate(gpt, long_prompt[-16:], 10, strategy="greedy")
     assert generate(gpt, long_prompt, 10, strategy="greedy") == expected
     assert generate(gpt, long_prompt, 10, strategy="greedy", use_cache=False) == expected
@@ -313,7 +313,7 @@ def test_text_prompts_stop_characters_and_special_tokens():
     beam_text = beam_search(markov, "今天", 3, 8, vocab=vocab)
     assert isinstance(beam_text, str) and beam_text and "<" not in beam_text
     torch.manual_seed(0)
-    model = GPTLanguageModel(len(vocab), d_model=16, num_heads=2, num_layers=1, max_len=32)
+    model = GPTLanguageModel(len(vocab), d_model=16, num_heads=2, num_layers=1, context_len=32)
     ids = generate(model, vocab.encode(list("今天")), 12, seed=0)  # 没给 vocab：编号进，编号出
     assert isinstance(ids, list) and len(ids) == 12 and all(isinstance(i, int) for i in ids)
     model.train()

@@ -18,11 +18,11 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}
 
 
-def random_gpt(seed, vocab_size=40, max_len=24, dropout=0.0, **overrides):
+def random_gpt(seed, vocab_size=40, context_len=24, dropout=0.0, **overrides):
     rng = random.Random(seed)
     heads = rng.choice([1, 2, 4])
     cfg = dict(d_model=heads * rng.choice([4, 8]), num_heads=heads, num_layers=rng.randint(1, 3),
-               dim_feedforward=rng.choice([None, 24]), dropout=dropout, max_len=max_len,
+               dim_feedforward=rng.choice([None, 24]), dropout=dropout, context_len=context_len,
                tie_weights=rng.random() < 0.5)
     cfg.update(overrides)
     torch.manual_seed(seed)
@@ -143,7 +143,7 @@ def test_kv_cache_stores_exactly_the_projected_keys_and_values():
             torch.testing.assert_close(cache.keys[layer, :, :, :7], block.attn.split_heads(block.attn.k_proj(h)))
             torch.testing.assert_close(cache.values[layer, :, :, :7], block.attn.split_heads(block.attn.v_proj(h)))
             x = block(x)
-    assert isinstance(cache, KVCache) and cache.length == 7 and cache.keys.shape[3] == model.max_len
+    assert isinstance(cache, KVCache) and cache.length == 7 and cache.keys.shape[3] == model.context_len
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_kv_cache_stores_exactly_the_projected_keys_and_values():
 def test_weight_tying_and_parameter_count_match_the_formula():
     for seed in range(8):
         model = random_gpt(seed)
-        c, L, V, T = model.config["d_model"], model.config["num_layers"], 40, model.max_len
+        c, L, V, T = model.config["d_model"], model.config["num_layers"], 40, model.context_len
         ff = model.config["dim_feedforward"]
         per_block = 4 * (c * c + c) + (c * ff + ff) + (ff * c + c) + 2 * 2 * c
         expected = V * c + T * c + L * per_block + 2 * c + (0 if model.config["tie_weights"] else V * c)
@@ -201,7 +201,7 @@ def test_language_models_overfit_a_tiny_batch_through_fit(family):
     x, y = sequences[:, :-1], sequences[:, 1:]  # 下一个字
     loader = DataLoader(TensorDataset(x, y), batch_size=8)
     if family == "gpt":
-        model = GPTLanguageModel(30, d_model=32, num_heads=4, num_layers=2, dropout=0.0, max_len=16)
+        model = GPTLanguageModel(30, d_model=32, num_heads=4, num_layers=2, dropout=0.0, context_len=16)
     else:
         model = LSTMLanguageModel(30, embed_dim=32, hidden_dim=64, num_layers=1, dropout=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -228,8 +228,8 @@ def test_config_rebuilds_the_same_model(family):
 
 
 def test_errors_are_clear():
-    model = GPTLanguageModel(40, d_model=8, num_heads=2, num_layers=1, max_len=8)
-    with pytest.raises(ValueError, match="max_len=8"):
+    model = GPTLanguageModel(40, d_model=8, num_heads=2, num_layers=1, context_len=8)
+    with pytest.raises(ValueError, match="context_len=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
     cache = model.new_cache(1)
     model(torch.zeros(1, 6, dtype=torch.long), cache=cache)
@@ -242,5 +242,5 @@ def test_errors_are_clear():
     lstm = LSTMLanguageModel(40, embed_dim=8, hidden_dim=8)
     with pytest.raises(ValueError, match="new_cache\\(3\\)"):
         lstm(torch.zeros(3, 2, dtype=torch.long), cache=LSTMState(1))
-    assert lstm.max_len is None  # LSTM 没有上下文长度的限制
+    assert lstm.context_len is None  # LSTM 没有上下文长度的限制
     assert lstm(torch.zeros(1, 300, dtype=torch.long)).shape == (1, 300, 40)

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aigc_lib.models.tagger import CRF, BiLSTMTagger, lengths_to_mask, tagger_step
+from aigc_lib.models.layers import length_mask
+from aigc_lib.models.tagger import CRF, BiLSTMTagger, tagger_step
 
 
 def random_case(seed):
@@ -21,7 +22,7 @@ def random_case(seed):
         for p in crf.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
     lengths = torch.tensor([rng.randint(1, T) for _ in range(B)])
-    mask = lengths_to_mask(lengths, T)
+    mask = length_mask(lengths, T)
     emissions = torch.randn(B, T, K, generator=gen, dtype=torch.float64)
     # 补齐位置放很大的值：如果哪里忘了掩码，结果会明显不对
     emissions = torch.where(mask.unsqueeze(2), emissions, torch.full_like(emissions, 1e3))
@@ -70,7 +71,7 @@ def test_crf_matches_brute_force(seed):
 def test_crf_rejects_empty_sentences_and_bad_reduction():
     crf = CRF(3)
     emissions = torch.randn(2, 4, 3)
-    mask = lengths_to_mask(torch.tensor([4, 0]), 4)
+    mask = length_mask(torch.tensor([4, 0]), 4)
     with pytest.raises(ValueError, match="mask"):
         crf.log_partition(emissions, mask)
     with pytest.raises(ValueError, match="reduction"):
@@ -107,7 +108,7 @@ def make_batch(seed, vocab_size=30, num_tags=5, batch=4, max_len=7):
     lengths[0] = max_len
     tokens = torch.randint(1, vocab_size, (batch, max_len), generator=gen)
     tags = torch.randint(0, num_tags, (batch, max_len), generator=gen)
-    mask = lengths_to_mask(lengths, max_len)
+    mask = length_mask(lengths, max_len)
     return tokens.masked_fill(~mask, 0), lengths, tags.masked_fill(~mask, -100)
 
 
@@ -179,7 +180,7 @@ def test_config_rebuilds_model_and_pretrained_embeddings_are_used():
         BiLSTMTagger(31, 4, pretrained_embeddings=vectors)
     with pytest.raises(ValueError, match="hidden_dim"):
         BiLSTMTagger(30, 4, hidden_dim=7)
-    with pytest.raises(ValueError, match="lengths"):
+    with pytest.raises(ValueError, match="空句子"):
         model(tokens, torch.zeros_like(lengths))
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from aigc_lib.models import RNNClassifier, train_skipgram_fast
+from aigc_lib.models import RNNClassifier
+from aigc_lib.wordvectors import train_skipgram_fast
 from aigc_lib.runtime import seed_everything
 from aigc_lib.tasks.base import TaskError
 from aigc_lib.tasks.sentiment import SentimentTask
@@ -33,7 +34,7 @@ def test_embedding_starts_from_skipgram_vectors_of_the_training_texts():
     # 对照：直接在同样的训练文本上训练 skip-gram（同样的种子、单线程）
     texts = [list(tokens) for tokens in _train_tokens(sizes)]
     assert len(texts) == 300
-    vectors, _ = train_skipgram_fast(texts, dim=16, window=5, min_count=sizes["min_freq"], epochs=2, workers=1, seed=3)
+    vectors, _ = train_skipgram_fast(texts, dim=16, window=5, min_freq=sizes["min_freq"], epochs=2, workers=1, seed=3)
     covered = [i for i, word in enumerate(itos) if word in vectors]
     assert len(covered) == len(itos) - 2  # 除了 <pad>、<unk>，词表里的每个词（字）都有向量
     assert torch.equal(weight[0], torch.zeros(16))

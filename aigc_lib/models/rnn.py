@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .layers import check_lengths, check_token_ids, length_mask, make_embedding
+
 
 # ---------------------------------------------------------------------------
 # 手写的 RNN 单元（教学用，与 nn.RNN 对照）
@@ -94,66 +96,6 @@ def unroll(cell: nn.Module, inputs: torch.Tensor, h0: torch.Tensor | None = None
         h = cell(inputs[:, t], h)  # (B, H)
         outputs.append(h)
     return torch.stack(outputs, dim=1), h  # (B, T, H), (B, H)
-
-
-# ---------------------------------------------------------------------------
-# 共用的小工具
-# ---------------------------------------------------------------------------
-
-
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``(B,)`` 的长度 -> ``(B, max_len)`` 的布尔掩码，真实词为 True、补齐位置为 False。
-
-    >>> length_mask(torch.tensor([2, 0]), 3).tolist()
-    [[True, True, False], [False, False, False]]
-    """
-    positions = torch.arange(max_len, device=lengths.device)  # (T,)
-    return positions[None, :] < lengths[:, None]  # (B, T)
-
-
-def check_token_ids(tokens: torch.Tensor, vocab_size: int) -> None:
-    """词编号越界时给出清楚的错误。
-
-    不检查的话，CPU 上只会报 "index out of range in self"，GPU 上则是看不懂的
-    "device-side assert triggered"，而且之后整个 CUDA 进程都不能再用。
-    """
-    if tokens.dtype not in (torch.long, torch.int):
-        raise TypeError(f"tokens 的类型是 {tokens.dtype}，应为 torch.long。请用 aigc_lib.batching 组批，或 tokens.long()。")
-    is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # PyTorch 2.3 起才有
-    if is_compiling() or tokens.numel() == 0:
-        return  # torch.compile 下 .item() 会打断计算图；编译前的第一次运行已经检查过
-    low, high = int(tokens.min()), int(tokens.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(
-            f"词编号超出范围：出现了 {low if low < 0 else high}，而模型的 vocab_size={vocab_size}"
-            f"（合法编号 0..{vocab_size - 1}）。请用建 Vocab 时的 len(vocab) 作为 vocab_size，"
-            "或在 Vocab 里限制词表大小（未登录词映射到 <unk>）。"
-        )
-
-
-def make_embedding(
-    vocab_size: int,
-    embed_dim: int,
-    padding_idx: int | None,
-    pretrained_embeddings: torch.Tensor | None,
-    freeze_embeddings: bool,
-) -> nn.Embedding:
-    """建词向量层；给了预训练向量 (V, E) 就用它初始化（例如第 04 章训练的 Word2Vec），
-    ``padding_idx`` 那一行仍置 0。形状不对时报错并说明该怎么改。"""
-    embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
-    if pretrained_embeddings is not None:
-        weights = torch.as_tensor(pretrained_embeddings, dtype=torch.float32)
-        if weights.shape != (vocab_size, embed_dim):
-            raise ValueError(
-                f"pretrained_embeddings 的形状是 {tuple(weights.shape)}，应为 (vocab_size, embed_dim) = "
-                f"({vocab_size}, {embed_dim})。请用同一个 Vocab 导出词向量，并让 embed_dim 等于向量维度。"
-            )
-        with torch.no_grad():
-            embedding.weight.copy_(weights)
-            if padding_idx is not None:
-                embedding.weight[padding_idx].zero_()  # 与 nn.Embedding(padding_idx=...) 一样：补齐符的向量是 0
-    embedding.weight.requires_grad_(not freeze_embeddings)
-    return embedding
 
 
 # ---------------------------------------------------------------------------
@@ -235,13 +177,14 @@ class RNNClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         check_token_ids(tokens, self.embedding.num_embeddings)
         B, T = tokens.shape
-        # 空句子当作 1 个补齐词来读，否则 pack_padded_sequence 会报错
-        lengths = torch.as_tensor(lengths).clamp(min=1, max=T)
+        lengths = torch.as_tensor(lengths)
+        lengths_cpu = lengths.cpu()  # pack 本来就需要 CPU 上的长度，在这里检查不多花一次同步
+        check_lengths(lengths_cpu, T)  # 空句子（长度 0）报错，见 models/layers.py
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
 
         if self.packed:
-            # pack 需要 CPU 上的长度；enforce_sorted=False：批内不必按长度排序，输出仍按原顺序
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            # enforce_sorted=False：批内不必按长度排序，输出仍按原顺序
+            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
             packed_out, state = self.rnn(packed)
         else:
             out, state = self.rnn(x)  # (B, T, D*H)，补齐位置也被读进了状态
@@ -291,14 +234,16 @@ class KerasStyleLSTM(nn.Module):
     这里用 pack_padded_sequence 跳过补齐位置，相当于 Keras 的 ``mask_zero=True``。
 
     参数：vocab_size=10000, embed_dim=64, hidden_dim=64, dense_dim=64, padding_idx=0。
-    形状：``model(tokens (B, T), lengths (B,)) -> logits (B,)``；标签要是 float（0.0/1.0），
-    可用 ``make_loader(..., label_dtype=torch.float32)``。
+    形状与其他分类器一样是 ``(B, num_classes)``，这里只有 1 个类别 logit：
+    ``model(tokens (B, T), lengths (B,)) -> logits (B, 1)``（与 Keras 的 Dense(1) 输出同形）。
+    标签要是 float（0.0/1.0），可用 ``make_loader(..., label_dtype=torch.float32)`` 得到 (B,)，
+    算损失时取 ``logits[:, 0]``；判正负用 ``logits[:, 0] > 0``。
 
     >>> model = KerasStyleLSTM()
     >>> logits = model(torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1]))
     >>> logits.shape
-    torch.Size([2])
-    >>> loss = nn.BCEWithLogitsLoss()(logits, torch.tensor([1.0, 0.0]))
+    torch.Size([2, 1])
+    >>> loss = nn.BCEWithLogitsLoss()(logits[:, 0], torch.tensor([1.0, 0.0]))
     """
 
     def __init__(
@@ -321,12 +266,13 @@ class KerasStyleLSTM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         check_token_ids(tokens, self.embedding.num_embeddings)
-        lengths = torch.as_tensor(lengths).clamp(min=1, max=tokens.size(1))
+        lengths_cpu = torch.as_tensor(lengths).cpu()
+        check_lengths(lengths_cpu, tokens.size(1))
         x = self.embedding(tokens)  # (B, T, E)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (1, B, H)，每句最后一个真实词处的隐状态
         hidden = torch.relu(self.dense(h_n[-1]))  # (B, dense_dim)
-        return self.out(hidden).squeeze(-1)  # (B,) logit；概率 = torch.sigmoid(logit)
+        return self.out(hidden)  # (B, 1) logit，与 Keras 的 Dense(1) 同形；概率 = torch.sigmoid(logit)
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +311,7 @@ class LSTMLanguageModel(nn.Module):
     形状与 :class:`~aigc_lib.models.transformer.GPTLanguageModel` 相同：
     ``model(tokens (B, T), cache=None, last_only=False) -> logits (B, T, V)``；``cache`` 是
     :meth:`new_cache` 给的 :class:`LSTMState`，前向时从它的状态接着读，读完把新状态存回去。
-    ``max_len`` 为 None：LSTM 没有位置编码，能读任意长的文本。
+    ``context_len`` 为 None：LSTM 没有位置编码，能读任意长的文本。
 
     >>> model = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_dim=32).eval()
     >>> tokens = torch.randint(0, 50, (2, 10))
@@ -377,7 +323,7 @@ class LSTMLanguageModel(nn.Module):
     True
     """
 
-    max_len = None
+    context_len = None
 
     def __init__(
         self,

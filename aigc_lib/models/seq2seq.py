@@ -37,7 +37,7 @@ from torch import nn
 
 from ..generation import beam_search_batch
 from ..runtime import eval_mode
-from .rnn import check_token_ids, length_mask
+from .layers import check_token_ids, length_mask
 from .transformer import KVCache, MultiHeadAttention, SinusoidalPositions, TransformerEncoderLayer
 
 

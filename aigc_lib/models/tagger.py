@@ -12,7 +12,7 @@ CRF 的训练目标是负对数似然 NLL = log Z - score(gold)，其中
 log Z = logsumexp(所有 K^n 条路径的分数)，由前向算法 O(n K^2) 算出；
 预测用 Viterbi 算法：把前向算法里的 logsumexp 换成 max，再沿回溯指针找回最优路径。
 
-本文件只依赖 PyTorch，可以单独复制使用。约定：
+本文件只依赖 PyTorch 和 ``layers.py`` 里的几个小函数，可以一起复制使用。约定：
 
 - ``emissions``：(B, T, K) 浮点张量，B 句话、最长 T 个位置、K 个标签；
 - ``mask``：(B, T) 布尔张量，真实位置为 True，补齐 (padding) 位置为 False；
@@ -27,14 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .rnn import make_embedding
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """把每句长度变成布尔掩码：``lengths_to_mask(tensor([2, 3]), 4)`` ->
-    ``[[T, T, F, F], [T, T, T, F]]``，形状 (B, max_len)，设备与 ``lengths`` 相同。"""
-    positions = torch.arange(max_len, device=lengths.device)  # (T,)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+from .layers import check_lengths, check_token_ids, length_mask, make_embedding
 
 
 def _check_mask(mask: torch.Tensor) -> None:
@@ -60,7 +53,7 @@ class CRF(nn.Module):
 
         crf = CRF(num_tags=4)
         emissions = torch.randn(2, 5, 4)                         # (B, T, K)
-        mask = lengths_to_mask(torch.tensor([5, 3]), 5)          # (B, T)
+        mask = length_mask(torch.tensor([5, 3]), 5)              # (B, T)
         loss = crf.nll(emissions, tags, mask)                    # 标量
         paths = crf.decode(emissions, mask)                      # [[5 个标签], [3 个标签]]
     """
@@ -167,7 +160,8 @@ class BiLSTMTagger(nn.Module):
         pretrained_embeddings: (V, D) 张量或数组，用来初始化嵌入层（例如第 04 章训练的词向量）。
         freeze_embeddings: True 时嵌入层不参与训练。
 
-    输入 ``tokens`` (B, T) 为右侧补齐的编号，``lengths`` (B,) 为每句真实长度（>= 1）。
+    输入 ``tokens`` (B, T) 为右侧补齐的编号，``lengths`` (B,) 为每句真实长度（>= 1，空句子报错）。
+    ``model(tokens, lengths)`` 返回发射分数 (B, T, num_tags)，与分类器一样只接收这两个张量。
     ``model.config`` 保存构造参数，``BiLSTMTagger(**model.config)`` 能重建同样结构的模型，
     再 ``load_state_dict`` 即得到同一个模型（预训练向量已在 state_dict 里，config 中记为 None）。
 
@@ -226,11 +220,12 @@ class BiLSTMTagger(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """返回发射分数 (B, T, num_tags)。补齐位置的分数没有意义，之后都会被掩码掉。"""
-        if bool((lengths < 1).any()):
-            raise ValueError("lengths 中有 0：每句话至少要有 1 个字/词。请先把空句子过滤掉。")
+        check_token_ids(tokens, self.embedding.num_embeddings)
+        lengths_cpu = torch.as_tensor(lengths).cpu()  # pack 本来就需要 CPU 上的长度
+        check_lengths(lengths_cpu, tokens.size(1))  # 空句子（长度 0）报错，见 models/layers.py
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
         # 打包 (pack) 让 LSTM 跳过补齐位置：反向 LSTM 从每句真正的末尾开始读，而不是从补齐符开始
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         T = tokens.size(1)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, H)
@@ -246,7 +241,7 @@ class BiLSTMTagger(nn.Module):
         """由已经算好的发射分数 (B, T, K) 求损失，见 ``loss``。"""
         # 混合精度下 emissions 是 bf16/fp16：升到 float32 再做 logsumexp，避免精度损失
         emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
-        mask = lengths_to_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
+        mask = length_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
         if self.crf is not None:
             return self.crf.nll(emissions, tags, mask)
         return F.cross_entropy(emissions[mask], tags[mask])  # (N_real, K) vs (N_real,)
@@ -258,7 +253,7 @@ class BiLSTMTagger(nn.Module):
         不会切换 train/eval 模式：预测前请先调用 ``model.eval()`` 关掉 dropout。
         """
         emissions = self(tokens, lengths)  # (B, T, K)
-        mask = lengths_to_mask(lengths.to(tokens.device), tokens.size(1))
+        mask = length_mask(lengths.to(tokens.device), tokens.size(1))
         if self.crf is not None:
             return self.crf.decode(emissions, mask)
         best = emissions.argmax(-1).tolist()  # (B, T)

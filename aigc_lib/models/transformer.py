@@ -8,7 +8,8 @@
   4. ``TransformerEncoderLayer``（pre-norm）和 ``TransformerClassifier``；
   5. ``GPTLanguageModel``：因果注意力的解码器语言模型，带 ``KVCache``（第 09 章）。
 
-分类器的调用方式与 RNN 家族相同：``model(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``。
+分类器的调用方式与 RNN 家族相同：``model(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``；
+画热力图用的注意力权重另由 ``model.attention_weights(tokens, lengths)`` 给出。
 
 掩码约定（与 PyTorch 相同，注意两者方向相反）：
   * 函数层面的 ``mask``（同 ``F.scaled_dot_product_attention`` 的布尔 attn_mask）：True = 可以看；
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rnn import check_token_ids, length_mask, make_embedding
+from .layers import check_lengths, check_token_ids, length_mask, make_embedding
 
 
 # ---------------------------------------------------------------------------
@@ -188,8 +189,8 @@ class MultiHeadAttention(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
-    """正弦位置编码表 (max_len, d_model)（Vaswani et al., 2017）::
+def sinusoidal_positions(context_len: int, d_model: int) -> torch.Tensor:
+    """正弦位置编码表 (context_len, d_model)（Vaswani et al., 2017）::
 
         PE[pos, 2i]   = sin(pos / 10000^(2i / d_model))
         PE[pos, 2i+1] = cos(pos / 10000^(2i / d_model))
@@ -197,19 +198,19 @@ def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
     低维变化快、高维变化慢，像一组不同频率的时钟；PE[pos+k] 可以由 PE[pos] 经过一个只与 k 有关的旋转得到，模型因此容易学到相对位置。
     直接画 ``plt.imshow(sinusoidal_positions(100, 64).T)`` 就能看到条纹。
     """
-    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
+    position = torch.arange(context_len, dtype=torch.float32).unsqueeze(1)  # (context_len, 1)
     frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))  # (ceil(C/2),)
-    table = torch.zeros(max_len, d_model)
+    table = torch.zeros(context_len, d_model)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)[:, : d_model // 2]  # d_model 为奇数时 cos 少一列
     return table
 
 
-def _check_positions(start: int, length: int, max_len: int) -> None:
-    if start + length > max_len:
+def _check_positions(start: int, length: int, context_len: int) -> None:
+    if start + length > context_len:
         raise ValueError(
-            f"位置 {start}..{start + length - 1} 超出了位置编码的 max_len={max_len}。"
-            "请增大模型的 max_len，或在组批时截断：make_loader(..., max_len=...)。"
+            f"位置 {start}..{start + length - 1} 超出了位置编码的 context_len={context_len}。"
+            "请增大模型的 context_len，或在组批时截断：make_loader(..., max_len=...)。"
         )
 
 
@@ -219,30 +220,30 @@ class SinusoidalPositions(nn.Module):
     ``start`` 是第一个位置的编号，生成时带 KV 缓存逐个喂词会用到。
     """
 
-    def __init__(self, d_model: int, max_len: int = 512) -> None:
+    def __init__(self, d_model: int, context_len: int = 512) -> None:
         super().__init__()
-        self.max_len = max_len
-        # persistent=False：表格由公式决定，不存进检查点，换 max_len 也能加载
-        self.register_buffer("table", sinusoidal_positions(max_len, d_model), persistent=False)
+        self.context_len = context_len
+        # persistent=False：表格由公式决定，不存进检查点，换 context_len 也能加载
+        self.register_buffer("table", sinusoidal_positions(context_len, d_model), persistent=False)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        _check_positions(start, x.size(1), self.max_len)
+        _check_positions(start, x.size(1), self.context_len)
         return x + self.table[start : start + x.size(1)].to(x.dtype)  # (B, T, C)
 
 
 class LearnedPositions(nn.Module):
     """可学习的位置编码（BERT、GPT 的做法）：每个位置一个向量，和词向量一起训练。
 
-    ``x (B, T, C) -> x + P[start:start+T]``；只认识训练时见过的 max_len 个位置。
+    ``x (B, T, C) -> x + P[start:start+T]``；只认识训练时见过的 context_len 个位置。
     """
 
-    def __init__(self, d_model: int, max_len: int = 512) -> None:
+    def __init__(self, d_model: int, context_len: int = 512) -> None:
         super().__init__()
-        self.max_len = max_len
-        self.table = nn.Embedding(max_len, d_model)
+        self.context_len = context_len
+        self.table = nn.Embedding(context_len, d_model)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        _check_positions(start, x.size(1), self.max_len)
+        _check_positions(start, x.size(1), self.context_len)
         positions = torch.arange(start, start + x.size(1), device=x.device)  # (T,)
         return x + self.table(positions)  # (B, T, C)
 
@@ -308,7 +309,7 @@ class TransformerClassifier(nn.Module):
         num_layers: 编码器层数。
         dim_feedforward: 前馈层的中间维度。
         dropout: dropout 比例（词向量后、注意力权重、残差、分类层前）。
-        max_len: 最长能处理的句子长度（位置编码表的大小）；更长的句子请在组批时截断。
+        context_len: 最长能处理的句子长度（位置编码表的大小）；更长的句子请在组批时截断。
         positions: ``"sinusoidal"``（固定公式）或 ``"learned"``（可学习）。
         pooling: ``"mean"`` 对真实词位置取平均；``"cls"`` 在句首加一个可学习的 [CLS] 向量，
             取它最后的输出（BERT 的做法）。此时注意力权重是 (T+1)×(T+1)，第 0 行/列是 [CLS]。
@@ -317,13 +318,16 @@ class TransformerClassifier(nn.Module):
         freeze_embeddings: 是否冻结词向量。
 
     形状：``model(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``；
-    ``return_attention=True`` 时返回 ``(logits, [每层的注意力权重 (B, H, T, T)])``，用来画热力图
-    （这时走手写注意力路径，稍慢）。
+    ``model.attention_weights(tokens, lengths)`` 返回每层的注意力权重 ``[(B, H, T, T), ...]``，
+    用来画热力图（走手写注意力路径，稍慢）。
 
     >>> model = TransformerClassifier(vocab_size=100, d_model=32, num_heads=4).eval()
-    >>> logits, attn = model(torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1]), return_attention=True)
-    >>> logits.shape, len(attn), attn[0].shape
-    (torch.Size([2, 2]), 2, torch.Size([2, 4, 3, 3]))
+    >>> tokens, lengths = torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1])
+    >>> model(tokens, lengths).shape
+    torch.Size([2, 2])
+    >>> attn = model.attention_weights(tokens, lengths)
+    >>> len(attn), attn[0].shape
+    (2, torch.Size([2, 4, 3, 3]))
     """
 
     def __init__(
@@ -335,7 +339,7 @@ class TransformerClassifier(nn.Module):
         num_layers: int = 2,
         dim_feedforward: int = 256,
         dropout: float = 0.1,
-        max_len: int = 512,
+        context_len: int = 512,
         positions: str = "sinusoidal",
         pooling: str = "mean",
         padding_idx: int | None = 0,
@@ -355,13 +359,13 @@ class TransformerClassifier(nn.Module):
         # 预训练向量存在 state_dict 里，config 只记结构，保证 Model(**config) 能重建
         self.config = dict(
             vocab_size=vocab_size, num_classes=num_classes, d_model=d_model, num_heads=num_heads,
-            num_layers=num_layers, dim_feedforward=dim_feedforward, dropout=dropout, max_len=max_len,
+            num_layers=num_layers, dim_feedforward=dim_feedforward, dropout=dropout, context_len=context_len,
             positions=positions, pooling=pooling, padding_idx=padding_idx, pretrained_embeddings=None,
             freeze_embeddings=freeze_embeddings,
         )
-        self.max_len, self.pooling = max_len, pooling
+        self.context_len, self.pooling = context_len, pooling
         self.embedding = make_embedding(vocab_size, d_model, padding_idx, pretrained_embeddings, freeze_embeddings)
-        self.positions = POSITIONS[positions](d_model, max_len)
+        self.positions = POSITIONS[positions](d_model, context_len)
         if pooling == "cls":
             self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.dropout = nn.Dropout(dropout)
@@ -371,37 +375,51 @@ class TransformerClassifier(nn.Module):
         self.norm = nn.LayerNorm(d_model)  # pre-norm 的残差流没有归一化过，输出前补一次
         self.head = nn.Linear(d_model, num_classes)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False):
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        features, _ = self.encode(tokens, lengths, need_weights=False)  # (B, C)
+        return self.head(self.dropout(features))  # (B, num_classes)
+
+    def attention_weights(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """每层的注意力权重 ``[(B, H, T', T'), ...]``（``pooling="cls"`` 时 T' = T+1，第 0 行/列是 [CLS]）。
+
+        与 ``forward`` 走同一条路，只是注意力用手写路径算出权重（结果与融合路径相同，稍慢）。
+        只用来看、画图：请在 ``torch.no_grad()`` 和 ``model.eval()`` 下调用。
+        """
+        _, attentions = self.encode(tokens, lengths, need_weights=True)
+        return attentions
+
+    def encode(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """编码并池化：返回 ``(features (B, C), 每层的注意力权重)``；``need_weights=False`` 时权重列表为空。"""
         check_token_ids(tokens, self.embedding.num_embeddings)
         B, T = tokens.shape
-        if T > self.max_len:
+        if T > self.context_len:
             raise ValueError(
-                f"这批句子长 {T} 个词，超过了模型的 max_len={self.max_len}。"
-                f"请在组批时截断：make_loader(..., max_len={self.max_len})，或用更大的 max_len 构造模型。"
+                f"这批句子长 {T} 个词，超过了模型的 context_len={self.context_len}。"
+                f"请在组批时截断：make_loader(..., max_len={self.context_len})，或用更大的 context_len 构造模型。"
             )
-        # 空句子当作 1 个补齐词来读，否则它的注意力一行全被屏蔽
-        lengths = torch.as_tensor(lengths, device=tokens.device).clamp(min=1, max=T)
+        lengths = torch.as_tensor(lengths, device=tokens.device)
+        check_lengths(lengths, T)  # 空句子（长度 0）报错，见 models/layers.py
         x = self.positions(self.embedding(tokens))  # (B, T, C)
         real = length_mask(lengths, T)  # (B, T)，True = 真实词
         if self.pooling == "cls":
-            # [CLS] 不加位置编码：它本身就是独一无二的向量，也不占用 max_len
+            # [CLS] 不加位置编码：它本身就是独一无二的向量，也不占用 context_len
             x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1)  # (B, 1+T, C)
             real = torch.cat([real.new_ones(B, 1), real], dim=1)  # (B, 1+T)
         x = self.dropout(x)
 
         attentions = []
         for layer in self.layers:
-            x, weights = layer(x, key_padding_mask=~real, need_weights=return_attention)
-            attentions.append(weights)
+            x, weights = layer(x, key_padding_mask=~real, need_weights=need_weights)
+            if need_weights:
+                attentions.append(weights)
         x = self.norm(x)  # (B, T', C)
 
         if self.pooling == "cls":
-            features = x[:, 0]  # (B, C)
-        else:
-            mask = real.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-            features = (x * mask).sum(dim=1) / mask.sum(dim=1)  # (B, C)
-        logits = self.head(self.dropout(features))  # (B, num_classes)
-        return (logits, attentions) if return_attention else logits
+            return x[:, 0], attentions  # (B, C)
+        mask = real.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        return (x * mask).sum(dim=1) / mask.sum(dim=1), attentions  # (B, C)
 
 
 # ---------------------------------------------------------------------------
@@ -423,17 +441,17 @@ class KVCache:
     不带缓存时，生成第 t 个字要把前面 t-1 个字重新过一遍整个模型，生成 n 个字的计算量约为 n²/2 个位置；
     带缓存时每步只算 1 个位置，总共 n 个。代价是显存/内存：每层每个位置存一对 (k, v)。
 
-    内存按 ``max_len`` 预先分配（第一次写入时按 k 的 dtype 和设备分配），形状
-    ``(层数 L, B, H, max_len, hs)``；新位置写在 ``[length, length + T)``。这比每步 ``torch.cat``
+    内存按 ``context_len`` 预先分配（第一次写入时按 k 的 dtype 和设备分配），形状
+    ``(层数 L, B, H, context_len, hs)``；新位置写在 ``[length, length + T)``。这比每步 ``torch.cat``
     省去了反复拷贝整块缓存。
 
-    参数：num_layers、batch_size、num_heads、head_dim（每头维度 hs）、max_len（最多缓存几个位置）。
+    参数：num_layers、batch_size、num_heads、head_dim（每头维度 hs）、context_len（最多缓存几个位置）。
     属性：``length`` 已缓存的位置数（也是下一个位置的编号）。
     """
 
-    def __init__(self, num_layers: int, batch_size: int, num_heads: int, head_dim: int, max_len: int) -> None:
-        self.shape = (num_layers, batch_size, num_heads, max_len, head_dim)
-        self.max_len, self.length = max_len, 0
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, head_dim: int, context_len: int) -> None:
+        self.shape = (num_layers, batch_size, num_heads, context_len, head_dim)
+        self.context_len, self.length = context_len, 0
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
 
@@ -447,11 +465,11 @@ class KVCache:
         写入不改变 ``length``：同一步里每一层都要写在同样的位置，所有层写完后由模型调用 :meth:`advance`。
         """
         if self.keys is None:
-            self.keys = k.new_zeros(self.shape)  # (L, B, H, max_len, hs)
+            self.keys = k.new_zeros(self.shape)  # (L, B, H, context_len, hs)
             self.values = v.new_zeros(self.shape)
         start, end = self.length, self.length + k.size(2)
-        if end > self.max_len:
-            raise ValueError(f"KV 缓存只能存 {self.max_len} 个位置，现在要写到第 {end} 个。请新建一个更大的缓存。")
+        if end > self.context_len:
+            raise ValueError(f"KV 缓存只能存 {self.context_len} 个位置，现在要写到第 {end} 个。请新建一个更大的缓存。")
         self.keys[layer, :, :, start:end] = k
         self.values[layer, :, :, start:end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]  # (B, H, end, hs)
@@ -510,7 +528,7 @@ class GPTLanguageModel(nn.Module):
         d_model: 宽度 C；num_heads: 头数 H（整除 C）；num_layers: 层数 L。
         dim_feedforward: 前馈层中间维度，默认 4C（GPT-2 的做法）。
         dropout: 词向量后、注意力权重、残差分支上的 dropout。
-        max_len: 上下文长度（位置编码表的大小），训练片段不能比它长；生成时超过它就只看最后 max_len 个字。
+        context_len: 上下文长度（位置编码表的大小），训练片段不能比它长；生成时超过它就只看最后 context_len 个字。
         tie_weights: 输出层与词向量共用一个矩阵（V×C）：参数少了 V·C 个，小语料上通常还更好。
 
     初始化（与 GPT-2 / nanoGPT 相同）：所有 Linear 和 Embedding 的权重 ~ N(0, 0.02²)、偏置为 0；
@@ -522,7 +540,7 @@ class GPTLanguageModel(nn.Module):
     ``cache`` 是 :meth:`new_cache` 给的 :class:`KVCache`：前向时把新位置的 k、v 存进去，新位置的
     编号从 ``cache.length`` 开始。用 ``fit`` 训练时批次是 ``(x, y)``，默认损失 flat_cross_entropy。
 
-    >>> model = GPTLanguageModel(vocab_size=50, d_model=32, num_heads=4, num_layers=2, max_len=16).eval()
+    >>> model = GPTLanguageModel(vocab_size=50, d_model=32, num_heads=4, num_layers=2, context_len=16).eval()
     >>> tokens = torch.randint(0, 50, (2, 10))
     >>> model(tokens).shape
     torch.Size([2, 10, 50])
@@ -540,18 +558,18 @@ class GPTLanguageModel(nn.Module):
         num_layers: int = 4,
         dim_feedforward: int | None = None,
         dropout: float = 0.1,
-        max_len: int = 256,
+        context_len: int = 256,
         tie_weights: bool = True,
     ) -> None:
         super().__init__()
         dim_feedforward = dim_feedforward or 4 * d_model
         self.config = dict(
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, num_layers=num_layers,
-            dim_feedforward=dim_feedforward, dropout=dropout, max_len=max_len, tie_weights=tie_weights,
+            dim_feedforward=dim_feedforward, dropout=dropout, context_len=context_len, tie_weights=tie_weights,
         )
-        self.max_len, self.num_layers, self.num_heads = max_len, num_layers, num_heads
+        self.context_len, self.num_layers, self.num_heads = context_len, num_layers, num_heads
         self.embedding = nn.Embedding(vocab_size, d_model)
-        self.positions = LearnedPositions(d_model, max_len)
+        self.positions = LearnedPositions(d_model, context_len)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(GPTBlock(d_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)  # pre-norm 的残差流从没被归一化过，输出前补一次
@@ -572,19 +590,19 @@ class GPTLanguageModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
-        """一个空的 KV 缓存，最多存 max_len 个位置。"""
+        """一个空的 KV 缓存，最多存 context_len 个位置。"""
         head_dim = self.config["d_model"] // self.num_heads
-        return KVCache(self.num_layers, batch_size, self.num_heads, head_dim, self.max_len)
+        return KVCache(self.num_layers, batch_size, self.num_heads, head_dim, self.context_len)
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         check_token_ids(tokens, self.embedding.num_embeddings)
         B, T = tokens.shape
         start = 0 if cache is None else cache.length
-        if start + T > self.max_len:
+        if start + T > self.context_len:
             where = f"缓存里已有 {start} 个位置，再加 {T} 个" if cache is not None else f"这批序列长 {T}"
             raise ValueError(
-                f"{where}，超过了模型的上下文长度 max_len={self.max_len}。训练时请把片段切短"
-                f"（block_size <= {self.max_len}）；生成时用 aigc_lib.generation.generate，它只保留最后 max_len 个字。"
+                f"{where}，超过了模型的上下文长度 context_len={self.context_len}。训练时请把片段切短"
+                f"（片段长度 <= {self.context_len}）；生成时用 aigc_lib.generation.generate，它只保留最后 context_len 个字。"
             )
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"缓存的批大小是 {cache.batch_size}，输入却有 {B} 条序列。请用 model.new_cache({B})。")

@@ -97,7 +97,7 @@ class LSTMSizes(LMSizes):
 
 def build_gpt(sizes: dict, artifacts: dict) -> GPTLanguageModel:
     return GPTLanguageModel(len(artifacts["vocab"]), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
-                            num_layers=sizes["num_layers"], dropout=sizes["dropout"], max_len=sizes["context_len"])
+                            num_layers=sizes["num_layers"], dropout=sizes["dropout"], context_len=sizes["context_len"])
 
 
 def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:

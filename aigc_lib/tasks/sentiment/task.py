@@ -19,7 +19,8 @@ import torch
 from ...batching import make_loader
 from ...corpora import load_reviews
 from ...metrics import accuracy, precision_recall_f1
-from ...models import RNNClassifier, TransformerClassifier, train_skipgram_fast
+from ...models import RNNClassifier, TransformerClassifier
+from ...wordvectors import train_skipgram_fast
 from ...text import Vocab, clean_text, tokenize
 from ..base import ModelSpec, Task, _is_main_process
 from ..sizes import Sizes, size
@@ -86,7 +87,7 @@ def build_transformer(sizes: dict, artifacts: dict) -> TransformerClassifier:
     return TransformerClassifier(len(artifacts["vocab"]), num_classes=2, d_model=sizes["d_model"],
                                  num_heads=sizes["num_heads"], num_layers=sizes["num_layers"],
                                  dim_feedforward=2 * sizes["d_model"], dropout=sizes["dropout"],
-                                 max_len=sizes["max_tokens"] + 1)
+                                 context_len=sizes["max_tokens"] + 1)
 
 
 def _train_tokens(sizes: dict) -> list[tuple[str, ...]]:
@@ -98,7 +99,7 @@ def _train_tokens(sizes: dict) -> list[tuple[str, ...]]:
 
 def pretrained_vectors(sizes: dict, artifacts: dict) -> torch.Tensor | None:
     """``pretrain_epochs`` 大于 0 时：在训练集的文本上（不用标签）训练 skip-gram 词向量，
-    按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.models.WordVectors.embedding_matrix`）。
+    按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.wordvectors.WordVectors.embedding_matrix`）。
 
     只用训练集，验证集和测试集的文本一个字也不看。单线程训练，同一个种子（``aigc train --seed``）
     得到同样的向量；torchrun 的每个进程因此也得到同样的初始值。
@@ -109,7 +110,7 @@ def pretrained_vectors(sizes: dict, artifacts: dict) -> torch.Tensor | None:
     seed = torch.initial_seed()  # Task.train 已经用 --seed 设好
     start = time.perf_counter()
     vectors, losses = train_skipgram_fast(_train_tokens(sizes), dim=sizes["embed_dim"], window=5,
-                                          min_count=sizes["min_freq"], epochs=epochs, workers=1, seed=seed,
+                                          min_freq=sizes["min_freq"], epochs=epochs, workers=1, seed=seed,
                                           device="cpu")
     itos = artifacts["vocab"]
     if _is_main_process():
