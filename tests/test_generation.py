@@ -234,7 +234,7 @@ def test_wide_beam_finds_the_exhaustive_best_sequence():
 def test_one_search_serves_a_batch_of_prompts_and_a_single_prompt(family):
     # beam_search(model, prompt) 就是 B = 1 的 beam_search_batch；整批一起搜时每个提示的结果不变
     for seed in range(4):
-        model = tiny_models(seed, max_len=24)[family]
+        model = tiny_models(seed, context_len=24)[family]
         g = random.Random(seed)
         prompts = [[g.randrange(30) for _ in range(5)] for _ in range(4)]
         stop = g.randrange(30)
