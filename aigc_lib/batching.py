@@ -83,14 +83,14 @@ class EncodedDataset(Dataset):
 
 
 def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int = 0, max_len: int | None = None
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, max_tokens: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """把若干整数序列右补齐到其中最长的一条，返回 ``(tokens (B, T) long, lengths (B,) long)``。
 
     参数：
         sequences: B 个整数列表或一维张量。
         pad_id: 补齐用的编号，与 ``Vocab`` 的 ``<pad>`` 一致（默认 0）。
-        max_len: 给定时每句只保留前 max_len 个词（截断超长评论，控制显存和时间）。
+        max_tokens: 给定时每句只保留前 max_tokens 个词（截断超长评论，控制显存和时间）。
 
     空句子的长度是 0，它那一行全是 pad_id；aigc_lib.models 的模型收到空句子会报错，请在组批前把它们过滤掉。
 
@@ -98,9 +98,9 @@ def pad_batch(
     >>> tokens.tolist(), lengths.tolist()
     ([[5, 6, 7], [8, 0, 0]], [3, 1])
     """
-    if max_len is not None and max_len < 1:
-        raise ValueError(f"pad_batch：max_len={max_len} 必须是正整数，或者传 None 表示不截断。")
-    rows = [torch.as_tensor(seq, dtype=torch.long)[:max_len] for seq in sequences]
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"pad_batch：max_tokens={max_tokens} 必须是正整数，或者传 None 表示不截断。")
+    rows = [torch.as_tensor(seq, dtype=torch.long)[:max_tokens] for seq in sequences]
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)  # (B,)
     longest = max(int(lengths.max()), 1) if len(rows) else 1  # 至少 1 列：全是空句时也能组成张量
     tokens = torch.full((len(rows), longest), pad_id, dtype=torch.long)  # (B, T)
@@ -112,14 +112,14 @@ def pad_batch(
 def pad_collate(
     batch: Sequence[tuple[Sequence[int], object]],
     pad_id: int = 0,
-    max_len: int | None = None,
+    max_tokens: int | None = None,
     label_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DataLoader 的 ``collate_fn``：``[(ids, label), ...] -> (tokens (B, T), lengths (B,), labels (B,))``。
 
     参数：
         batch: DataLoader 取出的样本列表。
-        pad_id, max_len: 见 :func:`pad_batch`。
+        pad_id, max_tokens: 见 :func:`pad_batch`。
         label_dtype: 标签的类型。默认按数据推断（整数 -> long，小数 -> float32）；
             用 ``BCEWithLogitsLoss`` 做二分类时传 ``torch.float32``。
 
@@ -132,7 +132,7 @@ def pad_collate(
         labels = labels.to(label_dtype)
     elif labels.is_floating_point():
         labels = labels.float()  # Python 小数默认是 float64，模型输出是 float32
-    tokens, lengths = pad_batch(token_ids, pad_id=pad_id, max_len=max_len)
+    tokens, lengths = pad_batch(token_ids, pad_id=pad_id, max_tokens=max_tokens)
     return tokens, lengths, labels
 
 
@@ -271,7 +271,7 @@ def make_loader(
     pin_memory: bool | None = None,
     collate_fn=None,
     pad_id: int = 0,
-    max_len: int | None = None,
+    max_tokens: int | None = None,
     label_dtype: torch.dtype | None = None,
     drop_last: bool = False,
     seed: int = 0,
@@ -289,8 +289,8 @@ def make_loader(
         num_workers: 读数据的子进程数。默认 0（在主进程里读）：在 Windows 和 notebook 里最稳妥，
             而且本课程的数据已经编码成整数，补齐很快，多进程反而更慢。
         pin_memory: 是否把批放进锁页内存，加快拷到 GPU。默认 None：有 CUDA 时 True。
-        collate_fn: 自定义组批函数；默认 ``pad_collate``（配合 pad_id、max_len、label_dtype）。
-        pad_id, max_len, label_dtype: 传给 :func:`pad_collate`。
+        collate_fn: 自定义组批函数；默认 ``pad_collate``（配合 pad_id、max_tokens、label_dtype）。
+        pad_id, max_tokens, label_dtype: 传给 :func:`pad_collate`。
         drop_last: 是否丢弃最后一个不满的批。
         seed: 打乱用的种子；同一 seed 得到同样的批顺序。
         bucket_size: 分桶时一块包含多少批（见 :class:`BucketBatchSampler`）。
@@ -309,7 +309,7 @@ def make_loader(
     if len(dataset) == 0:
         raise ValueError("make_loader：数据集是空的。请检查数据划分或过滤条件（例如长度过滤）是否把样本全删掉了。")
     if collate_fn is None:
-        collate_fn = functools.partial(pad_collate, pad_id=pad_id, max_len=max_len, label_dtype=label_dtype)
+        collate_fn = functools.partial(pad_collate, pad_id=pad_id, max_tokens=max_tokens, label_dtype=label_dtype)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     if bucket is None:

@@ -2,7 +2,7 @@
 
     python benchmarks/gpt_throughput.py                    # CPU 上约一分钟：cpu 档位的 GPT
     python benchmarks/gpt_throughput.py                    # 有 GPU 时：gpu 档位的 GPT，bf16 + torch.compile
-    python benchmarks/gpt_throughput.py --d-model 768 --layers 12 --heads 12 --block-size 1024 --batch-size 16
+    python benchmarks/gpt_throughput.py --d-model 768 --num-layers 12 --num-heads 12 --context-len 1024 --batch-size 16
 
 MFU = 实际达到的每秒浮点运算数 / 设备 bf16 稠密矩阵乘法的峰值。每个字的训练计算量按 nanoGPT
 （PaLM 附录 B）的估计：
@@ -37,8 +37,8 @@ PEAK_BF16_TFLOPS = [
 ]
 
 SIZES = {  # 与 aigc train --task lm --model gpt 的 cpu / gpu 档位一致（字表约 3343 / 4035 个字）
-    "cpu": dict(vocab=3343, d_model=128, heads=4, layers=4, block_size=128, batch_size=32, batches=60),
-    "cuda": dict(vocab=4035, d_model=384, heads=6, layers=6, block_size=256, batch_size=128, batches=200),
+    "cpu": dict(vocab=3343, d_model=128, num_heads=4, num_layers=4, context_len=128, batch_size=32, batches=60),
+    "cuda": dict(vocab=4035, d_model=384, num_heads=6, num_layers=6, context_len=256, batch_size=128, batches=200),
 }
 
 
@@ -49,15 +49,15 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def flops_per_token(model: GPTLanguageModel, block_size: int) -> float:
+def flops_per_token(model: GPTLanguageModel, context_len: int) -> float:
     cfg = model.config
     n = sum(p.numel() for p in model.parameters()) - model.positions.table.weight.numel()
-    return 6 * n + 12 * cfg["num_layers"] * block_size * cfg["d_model"]
+    return 6 * n + 12 * cfg["num_layers"] * context_len * cfg["d_model"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="GPT 训练吞吐与 MFU")
-    for key in ("d_model", "heads", "layers", "block_size", "batch_size", "batches", "vocab"):
+    for key in ("d_model", "num_heads", "num_layers", "context_len", "batch_size", "batches", "vocab"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="CUDA 上不用 torch.compile")
     parser.add_argument("--peak-tflops", type=float, default=None, help="设备的 bf16 峰值（不在内置表里时）")
@@ -71,11 +71,11 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
 
     n_seq = cfg["batch_size"] * cfg["batches"]
-    data = torch.randint(0, cfg["vocab"], (n_seq, cfg["block_size"] + 1))
+    data = torch.randint(0, cfg["vocab"], (n_seq, cfg["context_len"] + 1))
     loader = DataLoader(TensorDataset(data[:, :-1], data[:, 1:]), batch_size=cfg["batch_size"], shuffle=True,
                         pin_memory=dev.type == "cuda")
-    model = GPTLanguageModel(cfg["vocab"], d_model=cfg["d_model"], num_heads=cfg["heads"], num_layers=cfg["layers"],
-                             dropout=0.0, context_len=cfg["block_size"])
+    model = GPTLanguageModel(cfg["vocab"], d_model=cfg["d_model"], num_heads=cfg["num_heads"], num_layers=cfg["num_layers"],
+                             dropout=0.0, context_len=cfg["context_len"])
     use_fused = dev.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1, fused=use_fused or None)
     amp = "bf16" if dev.type == "cuda" else "off"
@@ -84,19 +84,19 @@ def main() -> None:
     options = dict(optimizer=optimizer, device=dev, amp=amp, clip_grad_norm=1.0, progress=False)
     if dev.type == "cuda":
         history = fit(model, loader, epochs=2, compile=compile_model, **options)
-        tokens_per_s = history.records[-1]["items_per_s"] * cfg["block_size"]
+        tokens_per_s = history.records[-1]["items_per_s"] * cfg["context_len"]
     else:
         torch.set_num_threads(1)
         warmup = DataLoader(TensorDataset(data[:3, :-1], data[:3, 1:]), batch_size=1)
         fit(model, warmup, epochs=1, **options)  # 热身：第一次分配内存、建优化器状态
         start = time.process_time()
         fit(model, loader, epochs=1, **options)
-        tokens_per_s = n_seq * cfg["block_size"] / (time.process_time() - start)
+        tokens_per_s = n_seq * cfg["context_len"] / (time.process_time() - start)
     params = sum(p.numel() for p in model.parameters())
-    per_token = flops_per_token(model, cfg["block_size"])
+    per_token = flops_per_token(model, cfg["context_len"])
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    print(f"设备：{name}；GPT 宽 {cfg['d_model']}、{cfg['layers']} 层、{cfg['heads']} 头，{params:,} 个参数；"
-          f"片段 {cfg['block_size']} 个字 × 批 {cfg['batch_size']}；混合精度 {amp}，torch.compile {compile_model}")
+    print(f"设备：{name}；GPT 宽 {cfg['d_model']}、{cfg['num_layers']} 层、{cfg['num_heads']} 头，{params:,} 个参数；"
+          f"片段 {cfg['context_len']} 个字 × 批 {cfg['batch_size']}；混合精度 {amp}，torch.compile {compile_model}")
     print(f"每字训练计算量 6N + 12LTd ≈ {per_token / 1e6:.1f} MFLOPs")
     timing = "第 2 轮，墙钟时间" if dev.type == "cuda" else "一整轮，单线程 CPU 时间"
     print(f"训练吞吐（{timing}）：{tokens_per_s:,.0f} 字/秒，即 {tokens_per_s * per_token / 1e12:.3f} TFLOPS")

@@ -23,10 +23,10 @@ def test_pad_batch_matches_brute_force():
         rng = random.Random(seed)
         seqs = random_sequences(rng, rng.randint(1, 12))
         pad_id = rng.choice([0, 0, 7])
-        max_len = rng.choice([None, None, rng.randint(1, 20)])
-        tokens, lengths = pad_batch(seqs, pad_id=pad_id, max_len=max_len)
+        max_tokens = rng.choice([None, None, rng.randint(1, 20)])
+        tokens, lengths = pad_batch(seqs, pad_id=pad_id, max_tokens=max_tokens)
 
-        kept = [s[:max_len] if max_len else s for s in seqs]
+        kept = [s[:max_tokens] if max_tokens else s for s in seqs]
         width = max(1, max(len(s) for s in kept))
         expected = [s + [pad_id] * (width - len(s)) for s in kept]
         assert tokens.dtype == torch.long and lengths.dtype == torch.long
@@ -34,11 +34,11 @@ def test_pad_batch_matches_brute_force():
         assert lengths.tolist() == [len(s) for s in kept]
 
 
-def test_pad_batch_accepts_tensors_and_rejects_bad_max_len():
+def test_pad_batch_accepts_tensors_and_rejects_bad_max_tokens():
     tokens, lengths = pad_batch([torch.tensor([3, 4]), torch.tensor([5])])
     assert tokens.tolist() == [[3, 4], [5, 0]] and lengths.tolist() == [2, 1]
-    with pytest.raises(ValueError, match="max_len"):
-        pad_batch([[1, 2]], max_len=0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        pad_batch([[1, 2]], max_tokens=0)
 
 
 def test_pad_collate_layout_and_label_dtypes():

@@ -61,7 +61,7 @@ def test_peak_table_picks_the_specific_name_first(bench):
 def test_script_runs_on_cpu_with_tiny_sizes():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--d-model", "16", "--heads", "2", "--layers", "1", "--block-size", "8",
+        [sys.executable, str(SCRIPT), "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--context-len", "8",
          "--batch-size", "4", "--batches", "3", "--vocab", "40"],
         capture_output=True, text=True, env=env, timeout=120,
     )

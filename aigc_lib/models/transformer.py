@@ -210,7 +210,7 @@ def _check_positions(start: int, length: int, context_len: int) -> None:
     if start + length > context_len:
         raise ValueError(
             f"位置 {start}..{start + length - 1} 超出了位置编码的 context_len={context_len}。"
-            "请增大模型的 context_len，或在组批时截断：make_loader(..., max_len=...)。"
+            "请增大模型的 context_len，或在组批时截断：make_loader(..., max_tokens=...)。"
         )
 
 
@@ -397,7 +397,7 @@ class TransformerClassifier(nn.Module):
         if T > self.context_len:
             raise ValueError(
                 f"这批句子长 {T} 个词，超过了模型的 context_len={self.context_len}。"
-                f"请在组批时截断：make_loader(..., max_len={self.context_len})，或用更大的 context_len 构造模型。"
+                f"请在组批时截断：make_loader(..., max_tokens={self.context_len})，或用更大的 context_len 构造模型。"
             )
         lengths = torch.as_tensor(lengths, device=tokens.device)
         check_lengths(lengths, T)  # 空句子（长度 0）报错，见 models/layers.py
