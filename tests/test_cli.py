@@ -56,18 +56,25 @@ def test_evaluate_json_is_one_object_with_metrics_matching_predict(trained_run, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    for key in ("accuracy", "precision", "recall", "f1"):
-        assert 0.0 <= result[key] <= 1.0
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
     from aigc_lib import load_reviews
     from aigc_lib.tasks import load_run
 
-    # 用 predict 逐句预测同一份数据，数出的准确率必须与 evaluate 一致（两条路径编码方式相同）
+    # 用 predict 逐句预测同一份数据，再用 scikit-learn 独立重算 evaluate 报告的每个指标（正类是"正面"=1）
     pairs = load_reviews("val")
     assert result["n"] == len(pairs)
     task, model, config = load_run(trained_run)
     rows = task.predict(model, config, [text for text, _ in pairs], torch.device("cpu"))
-    correct = sum((row["label"] == "正面") == bool(label) for row, (_, label) in zip(rows, pairs))
-    assert correct / len(pairs) == pytest.approx(result["accuracy"], abs=1e-12)
+    y_true = [label for _, label in pairs]
+    y_pred = [int(row["label"] == "正面") for row in rows]
+    assert y_pred == [int(row["positive_probability"] >= 0.5) for row in rows]
+    expected = {"accuracy": accuracy_score(y_true, y_pred), "precision": precision_score(y_true, y_pred),
+                "recall": recall_score(y_true, y_pred), "f1": f1_score(y_true, y_pred),
+                "macro_f1": f1_score(y_true, y_pred, average="macro")}
+    # 精确率与召回率不相等时，把两者对调的错误才能被这个测试发现
+    assert expected["precision"] != pytest.approx(expected["recall"])
+    assert {key: result[key] for key in expected} == pytest.approx(expected, abs=1e-12)
 
 
 def test_predict_sentences_and_file(trained_run, tmp_path, capsys):

@@ -211,8 +211,24 @@ def test_train_evaluate_predict(trained_run, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert 0.0 <= result["char_accuracy"] <= 1.0 and 0.0 <= result["bleu"] <= 100.0
-    assert result["n"] == len(pinyin_pairs("val", max_chars=8))
+    # 独立重算：同一份验证数据逐字比较、用 sacrebleu 算字级 BLEU、整句全对的比例
+    import sacrebleu
+
+    from aigc_lib.tasks import load_run
+    from aigc_lib.tasks.pinyin import convert
+
+    pairs = pinyin_pairs("val", max_chars=8)
+    assert result["n"] == len(pairs)
+    task, model, config = load_run(trained_run)
+    references = [text for _, text in pairs]
+    hypotheses = convert(model, [s for s, _ in pairs], *task._vocabs(config))
+    assert all(len(h) == len(r) for h, r in zip(hypotheses, references))
+    correct = sum(h == r for hyp, ref in zip(hypotheses, references) for h, r in zip(hyp, ref))
+    assert result["char_accuracy"] == pytest.approx(correct / sum(map(len, references)), abs=1e-12)
+    expected_bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="char").score
+    assert result["bleu"] == pytest.approx(expected_bleu, abs=1e-9)
+    assert result["sentence_accuracy"] == pytest.approx(
+        sum(h == r for h, r in zip(hypotheses, references)) / len(pairs), abs=1e-12)
 
     assert main(["predict", str(trained_run), "wo men ai bei jing", "zhong guo", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
