@@ -64,13 +64,14 @@ def paired_ratio(a: list[float], b: list[float], level: float = 0.95, resamples:
     """同一轮里 a[i] / b[i] 的比值：返回 (中位数, 置信区间下界, 上界)。
 
     置信区间用 bootstrap：有放回地重抽 len(a) 个比值、取中位数，重复 resamples 次，
-    取这些中位数的 (1-level)/2 与 (1+level)/2 分位数。种子固定，同样的数据给出同样的区间。
+    取这些中位数的 (1-level)/2 与 (1+level)/2 分位数（level 精确到 0.001）。种子固定，同样的数据给出同样的区间。
     """
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("需要两组等长、至少 2 次的吞吐才能算配对比值的置信区间。")
     ratios = [x / y for x, y in zip(a, b)]
     rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
-    low = medians[int((1 - level) / 2 * resamples)]
-    high = medians[min(int((1 + level) / 2 * resamples), resamples - 1)]
-    return statistics.median(ratios), low, high
+    medians = [statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)]
+    # 分位数按线性插值（与 numpy.percentile 的默认做法相同）：level=0.95 取 2.5% 与 97.5% 处
+    cuts = statistics.quantiles(medians, n=1000, method="inclusive")  # 第 k 个是 k/1000 分位
+    tail = round((1 - level) / 2 * 1000)
+    return statistics.median(ratios), cuts[tail - 1], cuts[-tail]
