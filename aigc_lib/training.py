@@ -313,7 +313,8 @@ class FitOptions:
     """``loss_fn(outputs, target) -> 标量``；默认 flat_cross_entropy（分类和语言模型都适用）。"""
     step: Callable | None = None
     """替代默认的一步：``step(model, batch)`` 返回 loss 或 (loss, outputs, target)。batch 已在 device 上，
-    model 总是你传给 fit 的原模型（多进程时也是，梯度同步由 fit 负责）。损失不是 (outputs, target)
+    model 就是你传给 fit 的模型，多进程时也是（梯度同步由 fit 负责）；compile=True 时是它的编译版，
+    属性和方法照常可用。损失不是 (outputs, target)
     的函数时用它（CRF 负对数似然、skip-gram）。吞吐与加权平均按“样本数”= 目标的第一维计算。"""
     device: str | torch.device | None = None
     """训练用的设备；默认自动选（CUDA > MPS > CPU），torchrun 下每个进程用自己的 GPU。"""
@@ -337,7 +338,7 @@ class FitOptions:
     scheduler: object | None = None
     """每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用一次。"""
     compile: bool | dict = False
-    """True 时用 torch.compile 包装这一步（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
+    """True 时用 torch.compile 编译模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
 
     # ---- 早停与检查点
     monitor: str = "val_loss"
@@ -544,15 +545,16 @@ class _FitLoop:
             self.stopper.update(record)
         self.best_state = self._initial_best_state(resume_path)
 
-        # 一步 = step(原模型, batch)，包成模块后再让 DDP（同步梯度）和 torch.compile（加速）包住它；
+        # 一步 = step(模型, batch)。torch.compile 只编译模型的前向（step 里的 Python 逻辑照常执行）；
+        # 多进程时 DDP 包住“模型 + 一步”这个模块，step 拿到的仍是模型本身，梯度照样同步。
         # 保存检查点时总是用原模型 self.model，键名不带任何前缀
-        step_module = _StepModule(self.model, opts.step if opts.step is not None else _LossStep(opts.loss_fn))
+        model_in_step = self.model
+        if opts.compile:
+            model_in_step = torch.compile(self.model, **(opts.compile if isinstance(opts.compile, dict) else {}))
+        step_module = _StepModule(model_in_step, opts.step if opts.step is not None else _LossStep(opts.loss_fn))
         self.ddp = distributed.wrap_model(step_module, self.ctx) if self.ctx.enabled else None
         self.train_step = self.ddp if self.ddp is not None else step_module
-        if opts.compile:
-            self.train_step = torch.compile(self.train_step, **(opts.compile if isinstance(opts.compile, dict) else {}))
-        # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
-        self.eval_step = step_module if self.ctx.enabled else self.train_step
+        self.eval_step = step_module  # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
         self.train_loader = distributed.shard_loader(train_loader, self.ctx, train=True)
         self.val_loader = distributed.shard_loader(val_loader, self.ctx, train=False)
         # 只在进度条显示为控件（JupyterLab）时画实时曲线：终端里不产生图，CI 里也不画
@@ -610,12 +612,19 @@ class _FitLoop:
         _set_epoch(self.train_loader, epoch)
         self.done, self.done_rng = None, None  # 在“跳过已训练批次”的过程中被打断时，检查点保持原样
         batches, start = self._epoch_batches()
-        groups = _Accumulator(self.opts.accumulate, len(self.train_loader) if hasattr(self.train_loader, "__len__") else None)
+        n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        groups = _Accumulator(self.opts.accumulate, n_batches)
         self.log = log = _LossLog(start, self.log_every)
-        self.done = replace(start)  # 最近一次更新参数时的进度
+        self.done = replace(start)  # 最近一次更新参数时的进度：Ctrl-C 时存下它，续训从这里开始
         started = time.perf_counter() - start.seconds
-        where = lambda j: f"第 {epoch} 轮第 {start.batch + j + 1} 批（第 {self.global_step + 1} 个优化步附近）"  # noqa: E731
-        bar = self._progress_bar(batches, epoch, groups.n_batches, start.batch)
+
+        def updated(batches_done: int) -> None:
+            self.done = _EpochProgress(batches_done, time.perf_counter() - started, epoch_rng=start.epoch_rng)
+
+        def where(j: int) -> str:  # 本次运行第 j 批（从 0 数）在报错信息里怎么说
+            return f"第 {epoch} 轮第 {start.batch + j + 1} 批（第 {self.global_step + 1} 个优化步附近）"
+
+        bar = self._progress_bar(batches, epoch, n_batches, start.batch)
         i, shown = start.batch - 1, 0.0
         try:
             for i, batch in enumerate(bar if bar is not None else batches, start=start.batch):
@@ -633,10 +642,10 @@ class _FitLoop:
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                 if updates:
                     self._optimizer_step()
-                    self.done = _EpochProgress(i + 1, time.perf_counter() - started, epoch_rng=start.epoch_rng)
+                    updated(i + 1)
             if i + 1 > self.done.batch:  # 没有 len 的数据源：最后凑不满 k 批的一组也更新一次
                 self._optimizer_step()
-                self.done = _EpochProgress(i + 1, time.perf_counter() - started, epoch_rng=start.epoch_rng)
+                updated(i + 1)
             log.read(where)
         finally:
             if bar is not None:
