@@ -4,7 +4,7 @@
 
 torchrun 给每个进程（一个 rank）设置环境变量 RANK、WORLD_SIZE、LOCAL_RANK、MASTER_ADDR、
 MASTER_PORT。fit 看到它们就用本模块：初始化进程组，把模型包进 DDP（反向传播时自动平均各进程的
-梯度），把数据切成互不重叠的 N 份，把损失和指标汇总到每个进程，只在 rank 0 上打印和保存。
+梯度；fit 包的是“模型 + 一步”，所以自定义的 step 拿到的仍是原模型），把数据切成互不重叠的 N 份，把损失和指标汇总到每个进程，只在 rank 0 上打印和保存。
 
 数据怎么切：每一轮由 rank 0 生成原来的采样顺序（或批次列表）并广播给所有进程，rank r 取第
 r, r+N, r+2N, ... 个。这样 N 个进程各取 b 个样本的一步，正好是单进程顺序里连续 N*b 个样本的
@@ -104,7 +104,10 @@ def _destroy_process_group() -> None:
 
 
 def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    """包进 DDP：构造时把 rank 0 的参数广播给所有进程，之后每次 backward 平均梯度。"""
+    """包进 DDP：构造时把 rank 0 的参数广播给所有进程，之后每次 backward 平均梯度。
+
+    DDP 只在经过它自己的 forward 时才为随后的 backward 安排梯度同步，所以前向必须通过返回的包装调用。
+    """
     if not ctx.enabled:
         return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

@@ -1,4 +1,4 @@
-"""手写的优化器：SGD、RMSprop、Adam、AdamW，以及学习率范围测试。
+"""手写的优化器：SGD、RMSprop、Adam、AdamW，权重衰减的参数分组，以及学习率范围测试。
 
 每个优化器都是 ``torch.optim.Optimizer`` 的子类，参数名和默认值与 ``torch.optim`` 里的同名类一样，
 所以两者可以互换（``param_groups``、``zero_grad``、``state_dict``/``load_state_dict`` 都从父类继承）::
@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["SGD", "RMSprop", "Adam", "AdamW", "lr_range_test"]
+__all__ = ["SGD", "RMSprop", "Adam", "AdamW", "decay_param_groups", "lr_range_test"]
 
 
 def _check_non_negative(**values: float) -> None:
@@ -331,6 +331,31 @@ class AdamW(Adam):
         super().__setstate__(state)
         for group in self.param_groups:  # 读进来的 state_dict 无论来自哪里，AdamW 总是解耦的
             group["decoupled_weight_decay"] = True
+
+
+def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    r"""把模型的参数分成两组：矩阵（≥ 2 维）做权重衰减，偏置和归一化层的缩放（< 2 维）不做。
+
+    权重衰减把参数往 0 拉，是为了限制矩阵（线性层、词向量、卷积核）的大小；偏置只是平移，
+    LayerNorm 的缩放 :math:`\gamma` 被拉向 0 反而会把整层的输出压小，所以这些一维参数不衰减。
+    按维数分组是 nanoGPT 的做法：不用认模块的类型，任何模型都适用。``requires_grad=False``
+    的参数（冻结的词向量）不放进任何一组；同一个参数被共享（输入输出词向量绑定）时只出现一次。
+
+    返回 ``torch.optim`` 认识的参数组列表（空的组被省去），直接交给优化器::
+
+        opt = torch.optim.AdamW(decay_param_groups(model, 0.1), lr=3e-4)   # 本模块的 AdamW 也一样
+
+    参数：
+        model: 任意 ``nn.Module``。
+        weight_decay: 矩阵那一组的 ``weight_decay``（≥ 0）；另一组是 0。
+    """
+    _check_non_negative(weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]  # parameters() 已去掉共享的重复项
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 def lr_range_test(

@@ -21,12 +21,15 @@ NaN 检查、Ctrl-C、torchrun 多进程（见 distributed.py）、进度条和�
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -112,59 +115,84 @@ def _resolve_amp(amp, dev: torch.device):
     raise ValueError(f"amp 只能是 'off'、'bf16'、'fp16' 或 'auto'，收到 {amp!r}。")
 
 
-class _StepRunner:
-    """一个批次 -> (loss, outputs, target)，训练和验证共用。"""
+class _LossStep:
+    """默认的一步：``outputs = model(*inputs); loss = loss_fn(outputs, target)``，返回三者。"""
 
-    def __init__(self, loss_fn, step, dev: torch.device, amp_dtype) -> None:
-        if loss_fn is None and step is None:
-            loss_fn = flat_cross_entropy
-        self.loss_fn, self.step, self.device, self.amp_dtype = loss_fn, step, dev, amp_dtype
+    def __init__(self, loss_fn=None) -> None:
+        self.loss_fn = loss_fn if loss_fn is not None else flat_cross_entropy
+
+    def __call__(self, model, batch):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError(
+                "默认的一步要求每个批次是 (输入1, ..., 目标) 这样的元组或列表，最后一个元素是目标；"
+                f"收到 {type(batch).__name__}。请调整 Dataset/collate_fn，或传入 step=自定义函数。"
+            )
+        *inputs, target = batch
+        outputs = model(*inputs)
+        return self.loss_fn(outputs, target), outputs, target
+
+
+class _StepModule(nn.Module):
+    """把“模型 + 一步”包成一个模块：``forward(batch) = step(model, batch)``。
+
+    DDP 只在它自己的 forward 里安排反向传播时的梯度同步，所以多进程时被 DDP 包住的是这个模块，
+    而 step 拿到的仍是原模型（不用写 ``model.module``），梯度照样同步。参数就是原模型的参数。
+    """
+
+    def __init__(self, model: nn.Module, step) -> None:
+        super().__init__()
+        self.model, self.step = model, step
+
+    def forward(self, batch):
+        return self.step(self.model, batch)
+
+
+def _unpack_step_output(out, batch):
+    """step 的返回值 -> (loss, outputs, target)；只返回 loss 时 outputs 为 None，目标取 batch[-1]。"""
+    if isinstance(out, (tuple, list)):
+        if len(out) != 3:
+            raise ValueError("step(model, batch) 应返回 loss，或 (loss, outputs, target) 三个值。")
+        loss, outputs, target = out
+    else:
+        loss, outputs = out, None
+        target = batch[-1] if isinstance(batch, (tuple, list)) else None
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        raise ValueError(
+            "损失必须是一个标量张量（0 维）。若 loss_fn 用了 reduction='none'，请先 .mean()；"
+            f"收到 {type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}。"
+        )
+    return loss, outputs, target
+
+
+class _StepRunner:
+    """一个批次 -> (loss, outputs, target)，训练和验证共用：在混合精度下调用一步，再检查它的返回值。"""
+
+    def __init__(self, dev: torch.device, amp_dtype) -> None:
+        self.device, self.amp_dtype = dev, amp_dtype
 
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def __call__(self, model, batch):
-        if self.step is not None:
-            out = self.step(model, batch)
-            if isinstance(out, (tuple, list)):
-                if len(out) != 3:
-                    raise ValueError("step(model, batch) 应返回 loss，或 (loss, outputs, target) 三个值。")
-                loss, outputs, target = out
-            else:
-                loss, outputs = out, None
-                target = batch[-1] if isinstance(batch, (tuple, list)) else None
-        else:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise TypeError(
-                    "默认的一步要求每个批次是 (输入1, ..., 目标) 这样的元组或列表，最后一个元素是目标；"
-                    f"收到 {type(batch).__name__}。请调整 Dataset/collate_fn，或传入 step=自定义函数。"
-                )
-            *inputs, target = batch
-            outputs = model(*inputs)
-            loss = self.loss_fn(outputs, target)
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-            raise ValueError(
-                "损失必须是一个标量张量（0 维）。若 loss_fn 用了 reduction='none'，请先 .mean()；"
-                f"收到 {type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}。"
-            )
-        return loss, outputs, target
+    def __call__(self, step_module: nn.Module, batch):
+        with self.autocast():
+            out = step_module(batch)
+        return _unpack_step_output(out, batch)
 
 
 # ---------------------------------------------------------------- 验证
 
 
 @torch.no_grad()
-def _evaluate(model, loader, runner: _StepRunner, ctx, metrics=None, predict=None, ignore_index=-100) -> dict:
+def _evaluate(step_module, loader, runner: _StepRunner, ctx, metrics=None, predict=None, ignore_index=-100) -> dict:
     """在整个数据集上算 {"loss": 按样本数加权的平均损失, 指标名: 值}（多进程时汇总所有进程）。"""
-    model.eval()
+    step_module.eval()
     loss_sum, items = torch.zeros((), device=runner.device), 0
     trues, preds = [], []
     for batch in loader:
         batch = move_to_device(batch, runner.device)
-        with runner.autocast():
-            loss, outputs, target = runner(model, batch)
+        loss, outputs, target = runner(step_module, batch)
         n = _count_items(target)
         loss_sum += loss.float() * n
         items += n
@@ -205,10 +233,12 @@ def evaluate(model, loader, loss_fn=None, *, step=None, metrics=None, predict=No
     例：``evaluate(model, test_loader, nn.CrossEntropyLoss(), metrics={"acc": accuracy_score})``
     """
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    runner = _StepRunner(loss_fn, step, dev, _resolve_amp(amp, dev))
+    runner = _StepRunner(dev, _resolve_amp(amp, dev))
     was_training = model.training
     try:
-        return _evaluate(model, loader, runner, distributed.DistContext(device=dev), metrics, predict, ignore_index)
+        step_module = _StepModule(model, step if step is not None else _LossStep(loss_fn))
+        return _evaluate(step_module, loader, runner, distributed.DistContext(device=dev), metrics, predict,
+                         ignore_index)
     finally:
         model.train(was_training)  # 评估完恢复原来的 train/eval 状态
 
@@ -263,49 +293,123 @@ class _LivePlot:
             self.handle.update(self.fig)
 
 
+# ---------------------------------------------------------------- fit 的选项
+
+
+@dataclass(kw_only=True)
+class FitOptions:
+    """fit 的全部选项，每个只在这里写一次。``fit(model, train_dl, epochs=5, optimizer=opt)`` 用关键字
+    参数建它；也可以先建好一份，几次训练共用：``fit(model, train_dl, val_dl, options=opts, epochs=3)``
+    （关键字参数覆盖 options 里的同名项）。"""
+
+    # ---- 必填
+    epochs: int
+    """训练的总轮数（续训时也是总轮数，不是“再训几轮”）。"""
+    optimizer: torch.optim.Optimizer
+    """优化器，例如 ``torch.optim.AdamW(model.parameters(), lr=1e-3)``；手写的 Optimizer 子类也行。"""
+
+    # ---- 数据与损失
+    loss_fn: Callable | None = None
+    """``loss_fn(outputs, target) -> 标量``；默认 flat_cross_entropy（分类和语言模型都适用）。"""
+    step: Callable | None = None
+    """替代默认的一步：``step(model, batch)`` 返回 loss 或 (loss, outputs, target)。batch 已在 device 上，
+    model 就是你传给 fit 的模型，多进程时也是（梯度同步由 fit 负责）；compile=True 时是它的编译版，
+    属性和方法照常可用。损失不是 (outputs, target)
+    的函数时用它（CRF 负对数似然、skip-gram）。吞吐与加权平均按“样本数”= 目标的第一维计算。"""
+    device: str | torch.device | None = None
+    """训练用的设备；默认自动选（CUDA > MPS > CPU），torchrun 下每个进程用自己的 GPU。"""
+
+    # ---- 验证指标
+    metrics: dict | None = None
+    """``{"accuracy": fn}``：fn(y_true, y_pred) 在整个验证集上只调用一次（一维 CPU 张量），记为 "val_accuracy"。"""
+    predict: Callable | None = None
+    """``predict(outputs)`` 把模型输出变成与目标同形的预测；默认 logits 比目标多一维时取 argmax(-1)。"""
+    ignore_index: int = -100
+    """目标等于它的位置（填充）不计入验证指标，与 CrossEntropyLoss 的默认值相同。"""
+
+    # ---- 优化
+    amp: str | bool | None = "off"
+    """混合精度："off" | "bf16" | "fp16" | "auto"（CPU 用 bf16；CUDA 支持 bf16 就用 bf16，否则 fp16 + GradScaler）。"""
+    clip_grad_norm: float | None = None
+    """梯度总范数上限；None 表示不裁剪（fp16 下先 unscale 再裁剪）。"""
+    accumulate: int = 1
+    """累积 k 个小批次再更新一次：每个小批次的损失除以组内批数，等价于一个 k 倍大的批次；
+    每轮最后凑不满 k 个的一组也会更新。"""
+    scheduler: object | None = None
+    """每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用一次。"""
+    compile: bool | dict = False
+    """True 时用 torch.compile 编译模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
+
+    # ---- 早停与检查点
+    monitor: str = "val_loss"
+    """早停和 best.pt 看的量："val_loss"、"train_loss" 或 "val_<指标名>"（没有验证集时 "val_loss" 改用 "train_loss"）。"""
+    mode: str | None = None
+    """"min" 或 "max"；省略时名字含 loss 的越小越好，其余越大越好。"""
+    patience: int | None = None
+    """连续这么多轮没有改进（超过 min_delta）就停止；None 表示不早停。"""
+    min_delta: float = 0.0
+    """比最好值至少好这么多才算改进。"""
+    restore_best: bool = False
+    """训练结束（含早停、中断）时把模型恢复到 monitor 最好的那一轮。"""
+    checkpoint_dir: str | os.PathLike | None = None
+    """每轮写 last.pt，monitor 变好时写 best.pt（只在 rank 0 上写，键名就是原模型的 state_dict 键名）。"""
+    resume: str | os.PathLike | bool | None = None
+    """检查点路径（或目录，读其中 last.pt）；True 表示“checkpoint_dir/last.pt 存在就从它继续”。恢复模型、
+    优化器、调度器、GradScaler、训练记录和随机数状态，从下一轮（或中断的那一批）继续；CPU 上续训与
+    一口气训练完得到相同的权重。"""
+    config: dict | None = None
+    """和检查点一起存下的模型超参数（load_run 之类的函数靠它重建模型）。"""
+
+    # ---- 显示
+    progress: bool = True
+    """每轮一个进度条（损失、学习率、样本/秒）和一行小结；False 时完全安静。"""
+    live_plot: bool = False
+    """在 JupyterLab 里每轮更新一张损失曲线；终端和 CI 里忽略。"""
+    log_every: int | None = None
+    """每隔多少个批次读一次损失（检查 NaN、刷新进度条）。GPU 上读取会让 CPU 等 GPU，所以默认 GPU 上
+    25 批一次、CPU 上每批一次（CPU 上读取没有代价，且能在 NaN 污染权重前停下）。"""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs 应是正整数，收到 {self.epochs!r}。")
+        if not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise ValueError(f"accumulate 应是正整数（每几个小批次更新一次参数），收到 {self.accumulate!r}。")
+        if self.log_every is not None and (not isinstance(self.log_every, int) or self.log_every < 1):
+            raise ValueError(f"log_every 应是正整数（每几批读一次损失）或 None，收到 {self.log_every!r}。")
+        if self.metrics and "loss" in self.metrics:
+            raise ValueError("指标名不能叫 'loss'（会与 val_loss 重名），请换一个名字。")
+
+    @classmethod
+    def build(cls, options: FitOptions | None = None, **kwargs) -> FitOptions:
+        """fit 的关键字参数 -> FitOptions；给了 options 时以它为底，关键字参数覆盖同名项。"""
+        names = [f.name for f in fields(cls)]
+        unknown = [key for key in kwargs if key not in names]
+        if unknown:
+            hints = [f"{key}（是不是 {close[0]}？）" if (close := difflib.get_close_matches(key, names, n=1)) else key
+                     for key in unknown]
+            raise TypeError(f"fit 不认识这些参数：{'、'.join(hints)}。可用的参数：{', '.join(names)}。")
+        if options is not None:
+            if not isinstance(options, cls):
+                raise TypeError(f"options 应是 FitOptions，收到 {type(options).__name__}。其余选项请用关键字参数传入。")
+            return replace(options, **kwargs)
+        missing = [name for name in ("epochs", "optimizer") if name not in kwargs]
+        if missing:
+            raise TypeError(f"fit 缺少必填的参数 {'、'.join(missing)}。"
+                            "例：fit(model, train_loader, epochs=5, optimizer=torch.optim.AdamW(model.parameters()))")
+        return cls(**kwargs)
+
+
 # ---------------------------------------------------------------- fit
 
 
-def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer, loss_fn=None, step=None,
-        device=None, amp="off", clip_grad_norm: float | None = None, accumulate: int = 1, scheduler=None,
-        metrics: dict | None = None, predict=None, ignore_index: int = -100, monitor: str = "val_loss",
-        mode: str | None = None, patience: int | None = None, min_delta: float = 0.0, restore_best: bool = False,
-        compile=False, checkpoint_dir=None, resume=None, config: dict | None = None, progress: bool = True,
-        live_plot: bool = False, log_every: int | None = None) -> History:
+def fit(model: nn.Module, train_loader, val_loader=None, options: FitOptions | None = None, **kwargs) -> History:
     """训练 ``model`` ``epochs`` 轮，返回 History。模型在原处被训练（参数搬到 device 上）。
 
-    数据与损失：
-        train_loader / val_loader: DataLoader（或任何可迭代的批次序列）；批次的最后一个元素是目标。
-        loss_fn(outputs, target): 默认 flat_cross_entropy（分类和语言模型都适用）。
-        step(model, batch): 替代默认的一步，返回 loss 或 (loss, outputs, target)；batch 已在
-            device 上。多进程时请通过 model(...) 调用前向——DDP 只在 forward 里安排梯度同步。
-        吞吐（items_per_s）与加权平均按“样本数”= 目标的第一维计算（step 只返回 loss 时取 batch[-1]）。
-    验证指标：
-        metrics: {"accuracy": fn}，fn(y_true, y_pred) 在整个验证集上只调用一次（一维 CPU 张量），
-            记录为 "val_accuracy"。predict(outputs) 把输出变成预测，默认 argmax(-1)；
-            目标为 ignore_index 的位置（填充）不计入。val_loss 按样本数加权平均。
-    优化：
-        amp: "off" | "bf16" | "fp16" | "auto"（CPU 用 bf16；CUDA 支持 bf16 就用 bf16，否则 fp16 + GradScaler）。
-        clip_grad_norm: 梯度总范数上限（fp16 下先 unscale 再裁剪）。
-        accumulate: 累积 k 个小批次再更新一次；每个小批次的损失除以组内批数，等价于一个 k 倍大的批次；
-            每轮最后凑不满 k 个的一组也会更新。
-        scheduler: 每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用。
-        compile: True 时用 torch.compile 包装模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。
-    早停与检查点：
-        monitor: "val_loss"、"train_loss" 或 "val_<指标名>"（没有验证集时 "val_loss" 改用 "train_loss"）。
-        mode: "min"/"max"，省略时名字含 loss 的越小越好、其余越大越好。
-        patience: 连续这么多轮没有改进（超过 min_delta）就停止；None 表示不早停。
-        restore_best: 训练结束（含早停、中断）时把模型恢复到 monitor 最好的那一轮。
-        checkpoint_dir: 每轮写 last.pt，monitor 变好时写 best.pt。config: 一起存下的模型超参数。
-        resume: 检查点路径（或目录，读其中 last.pt）；True 表示“checkpoint_dir/last.pt 存在就从它继续”。
-            恢复模型、优化器、调度器、GradScaler、训练记录和随机数状态，从下一轮（或中断的那一批）继续，
-            epochs 是总轮数。CPU 上续训与一口气训练完得到相同的权重。
-    显示：
-        progress: 每轮一个进度条（损失、学习率、样本/秒）和一行小结；False 时完全安静。
-        live_plot: 在 Jupyter 里每轮更新一张损失曲线；终端里忽略。
-        log_every: 每隔多少个批次读一次损失（检查 NaN、刷新进度条）。在 GPU 上读取会让 CPU 等 GPU，
-            所以默认 GPU 上 25 批一次、CPU 上每批一次（CPU 上读取没有代价，且能在 NaN 污染权重前停下）。
+    选项都是关键字参数，每一个的含义见 :class:`FitOptions`（必填的只有 epochs 和 optimizer）；
+    也可以传一份建好的 ``options=FitOptions(...)``，再用关键字参数覆盖其中几项。
 
+    数据：train_loader / val_loader 是 DataLoader（或任何可迭代的批次序列），批次的最后一个元素是目标。
+    验证：val_loss 按样本数加权平均；metrics 在整个验证集的预测上各算一次，记为 "val_<名字>"。
     出错时：损失出现 NaN/inf 抛出 NonFiniteLossError（指出第几轮第几批）；Ctrl-C 时保存 last.pt
     （有 checkpoint_dir 时）并返回目前的 History。在 torchrun 下自动做分布式训练，见 distributed.py。
 
@@ -316,71 +420,145 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
                       metrics={"accuracy": accuracy_score}, monitor="val_accuracy", patience=3,
                       restore_best=True, checkpoint_dir="runs/lstm")
     """
-    loop = _FitLoop(model, train_loader, val_loader, epochs=epochs, optimizer=optimizer, loss_fn=loss_fn,
-                    step=step, device=device, amp=amp, clip_grad_norm=clip_grad_norm, accumulate=accumulate,
-                    scheduler=scheduler, metrics=metrics, predict=predict, ignore_index=ignore_index,
-                    monitor=monitor, mode=mode, patience=patience, min_delta=min_delta,
-                    restore_best=restore_best, compile=compile, checkpoint_dir=checkpoint_dir, resume=resume,
-                    config=config, progress=progress, live_plot=live_plot, log_every=log_every)
-    return loop.run()
+    return _FitLoop(model, train_loader, val_loader, FitOptions.build(options, **kwargs)).run()
+
+
+class _Accumulator:
+    """梯度累积的分组：第 i 批（从 0 数）属于第 i // k 组，组里最后一批做完就更新参数。
+
+    知道每轮有几批时，最后一组可能不满 k 批：它的损失按实际批数平均（``size``）。
+    """
+
+    def __init__(self, k: int, n_batches: int | None) -> None:
+        self.k, self.n_batches = k, n_batches
+
+    def size(self, i: int) -> int:
+        """第 i 批所在的组有几批。"""
+        group_start = i - i % self.k
+        return min(self.k, self.n_batches - group_start) if self.n_batches else self.k
+
+    def closes_group(self, i: int) -> bool:
+        """第 i 批是不是本组最后一批（做完就更新参数）。"""
+        return i % self.k + 1 == self.size(i)
+
+
+@dataclass
+class _EpochProgress:
+    """一轮训练进行到哪里。Ctrl-C 时存进检查点的 "partial"，续训时从这里接着跑同一轮。"""
+
+    batch: int = 0  # 本轮已训练、且参数已更新的批数
+    seconds: float = 0.0  # 这些批用掉的秒数（续训后本轮的样本/秒仍按整轮算）
+    loss_sum: float = 0.0  # 这些批的 损失×样本数 之和
+    items: int = 0  # 这些批的样本数
+    epoch_rng: dict | None = None  # 本轮开始时的随机数状态：续训时靠它重放同样的数据顺序
+
+
+class _LossLog:
+    """一轮里每批的损失。先以张量留在设备上，每 log_every 批才读出一次：在 GPU 上每次 .item()
+    都会让 CPU 停下来等 GPU 算完。读出时检查 NaN，并累加 损失×样本数 与样本数。"""
+
+    def __init__(self, start: _EpochProgress, log_every: int) -> None:
+        self.start, self.log_every = start, log_every
+        self.losses: list[tuple[torch.Tensor, int]] = []  # 本次运行里每批的 (loss, 样本数)
+        self.loss_sum, self.items, self.checked = start.loss_sum, start.items, 0
+
+    def add(self, loss: torch.Tensor, items: int) -> bool:
+        """记下一批，返回是否该读出了（在 backward 之前读，NaN 还没进入权重）。"""
+        self.losses.append((loss.detach(), items))
+        return len(self.losses) - self.checked >= self.log_every
+
+    def read(self, describe_batch) -> None:
+        """读出还没读的损失（一次同步）；有 NaN/inf 就抛出 NonFiniteLossError。
+
+        describe_batch(j) 给出本次运行第 j 批（从 0 数）的位置说明，用在报错信息里。
+        """
+        chunk = self.losses[self.checked:]
+        for j, value in enumerate(_values(chunk)):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"{describe_batch(self.checked + j)}的损失是 {value}，训练已停止。可以试试：\n"
+                    "  1) 把学习率调小（例如除以 10），或用 warmup_cosine 先预热；\n"
+                    "  2) 传 clip_grad_norm=1.0 裁剪梯度；\n"
+                    "  3) 传 amp='off' 关掉混合精度（fp16 的数值范围很小）；\n"
+                    "  4) 检查数据和损失函数的输入里有没有 NaN、log(0) 或除以 0。"
+                )
+        self.loss_sum += _weighted_sum(chunk)
+        self.items += sum(n for _, n in chunk)
+        self.checked = len(self.losses)
+
+    @property
+    def mean(self) -> float:
+        return self.loss_sum / max(self.items, 1)
+
+    def progress_at(self, done: _EpochProgress) -> _EpochProgress:
+        """把 done（参数最近一次更新时的批号与秒数）补上那时为止的损失总和，Ctrl-C 的检查点存的就是它。"""
+        used = self.losses[: done.batch - self.start.batch]  # 已更新参数的批次
+        return replace(done, loss_sum=self.start.loss_sum + _weighted_sum(used),
+                       items=self.start.items + sum(n for _, n in used))
+
+
+def _values(chunk) -> list[float]:
+    if not chunk:
+        return []
+    return [chunk[0][0].item()] if len(chunk) == 1 else torch.stack([l for l, _ in chunk]).float().tolist()
+
+
+def _weighted_sum(chunk) -> float:
+    return sum(v * n for v, (_, n) in zip(_values(chunk), chunk))
 
 
 class _FitLoop:
     """fit 的全部状态。拆成几个方法，只是为了每一段都能一口气读完。"""
 
-    def __init__(self, model, train_loader, val_loader, *, epochs, optimizer, loss_fn, step, device, amp,
-                 clip_grad_norm, accumulate, scheduler, metrics, predict, ignore_index, monitor, mode,
-                 patience, min_delta, restore_best, compile, checkpoint_dir, resume, config, progress,
-                 live_plot, log_every) -> None:
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs 应是正整数，收到 {epochs!r}。")
-        if not isinstance(accumulate, int) or accumulate < 1:
-            raise ValueError(f"accumulate 应是正整数（每几个小批次更新一次参数），收到 {accumulate!r}。")
-        if metrics and "loss" in metrics:
-            raise ValueError("指标名不能叫 'loss'（会与 val_loss 重名），请换一个名字。")
-        self.epochs, self.optimizer, self.scheduler = epochs, optimizer, scheduler
-        self.clip, self.accumulate = clip_grad_norm, accumulate
-        self.metrics, self.predict, self.ignore_index = metrics or {}, predict, ignore_index
-        self.restore_best, self.config, self.show = restore_best, config, progress
+    def __init__(self, model, train_loader, val_loader, opts: FitOptions) -> None:
+        self.opts = opts
+        self.epochs, self.optimizer, self.scheduler = opts.epochs, opts.optimizer, opts.scheduler
+        self.metrics = opts.metrics or {}
+        self.show = opts.progress
 
         # 设备与进程：torchrun 下初始化进程组；模型参数原地搬到设备上，优化器仍指向同一批参数
-        self.ctx = distributed.setup(device)
+        self.ctx = distributed.setup(opts.device)
         self.device = self.ctx.device
         self.model = model.to(self.device)
-        amp_dtype = _resolve_amp(amp, self.device)
-        self.runner = _StepRunner(loss_fn, step, self.device, amp_dtype)
+        amp_dtype = _resolve_amp(opts.amp, self.device)
+        self.runner = _StepRunner(self.device, amp_dtype)
         # fp16 的范围小，梯度容易下溢成 0，需要 GradScaler 先放大损失；bf16 范围与 fp32 相同，不需要
         use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.log_every = log_every or (1 if self.device.type == "cpu" else 25)
+        self.log_every = opts.log_every or (1 if self.device.type == "cpu" else 25)
 
         # 训练进度：续训时从检查点恢复
         self.history = History()
         self.epoch, self.global_step = 0, 0  # 已完成的轮数、已做的优化步数
-        self.partial = None  # Ctrl-C 时停在一轮中间的位置
+        self.resume_from: _EpochProgress | None = None  # Ctrl-C 时停在一轮中间的位置
+        self.resume_rng = None  # 那一刻的随机数状态（跳过已训练的批次之后再恢复）
         self.generators = _loader_generators(train_loader)
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        resume_path = self._resume_path(resume)
+        self.checkpoint_dir = Path(opts.checkpoint_dir) if opts.checkpoint_dir else None
+        resume_path = self._resume_path(opts.resume)
         if resume_path is not None:
             self._restore(resume_path)
 
-        self.monitor = self._resolve_monitor(monitor, val_loader)
-        self.stopper = _EarlyStopping(self.monitor, _infer_mode(self.monitor, mode), patience, min_delta)
+        self.monitor = self._resolve_monitor(opts.monitor, val_loader)
+        self.stopper = _EarlyStopping(self.monitor, _infer_mode(self.monitor, opts.mode), opts.patience,
+                                      opts.min_delta)
         for record in self.history.records:
             self.stopper.update(record)
         self.best_state = self._initial_best_state(resume_path)
 
-        # 包装：DDP 负责同步梯度，torch.compile 负责加速；保存检查点时总是用原模型 self.model
-        self.ddp = distributed.wrap_model(self.model, self.ctx) if self.ctx.enabled else None
-        self.train_model = self.ddp if self.ddp is not None else self.model
-        if compile:
-            self.train_model = torch.compile(self.train_model, **(compile if isinstance(compile, dict) else {}))
-        # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
-        self.eval_model = self.model if self.ctx.enabled else self.train_model
+        # 一步 = step(模型, batch)。torch.compile 只编译模型的前向（step 里的 Python 逻辑照常执行）；
+        # 多进程时 DDP 包住“模型 + 一步”这个模块，step 拿到的仍是模型本身，梯度照样同步。
+        # 保存检查点时总是用原模型 self.model，键名不带任何前缀
+        model_in_step = self.model
+        if opts.compile:
+            model_in_step = torch.compile(self.model, **(opts.compile if isinstance(opts.compile, dict) else {}))
+        step_module = _StepModule(model_in_step, opts.step if opts.step is not None else _LossStep(opts.loss_fn))
+        self.ddp = distributed.wrap_model(step_module, self.ctx) if self.ctx.enabled else None
+        self.train_step = self.ddp if self.ddp is not None else step_module
+        self.eval_step = step_module  # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
         self.train_loader = distributed.shard_loader(train_loader, self.ctx, train=True)
         self.val_loader = distributed.shard_loader(val_loader, self.ctx, train=False)
         # 只在进度条显示为控件（JupyterLab）时画实时曲线：终端里不产生图，CI 里也不画
-        show_live = live_plot and progress and self.ctx.is_main and progress_mode() == "widget"
+        show_live = opts.live_plot and opts.progress and self.ctx.is_main and progress_mode() == "widget"
         self.live = _LivePlot() if show_live else None
 
     # ---- 主循环
@@ -398,7 +576,7 @@ class _FitLoop:
                           "lr": self.optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started,
                           "items_per_s": items_per_s}
                 self.history.append(record)
-                self.epoch, self.partial = epoch, None
+                self.epoch, self.resume_from = epoch, None
                 self._end_of_epoch(record)
             except KeyboardInterrupt:
                 self._on_interrupt(epoch)
@@ -408,7 +586,7 @@ class _FitLoop:
                 self._say(f"提前停止：{self.monitor} 已连续 {self.stopper.patience} 轮没有改进，"
                           f"最好的是第 {self.stopper.best_epoch} 轮（{self.stopper.best:.4f}）。")
                 break
-        if self.restore_best and self.best_state is not None:
+        if self.opts.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             self._say(f"已把模型恢复到第 {self.stopper.best_epoch} 轮（{self.monitor} 最好）的权重。")
         return self.history
@@ -418,7 +596,7 @@ class _FitLoop:
         improved = self.stopper.update(record)
         if isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step(record[self.monitor])
-        if improved and self.restore_best:
+        if improved and self.opts.restore_best:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if self.checkpoint_dir is not None and self.ctx.is_main:
             last = self.checkpoint_dir / "last.pt"
@@ -429,107 +607,94 @@ class _FitLoop:
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         """训练一轮，返回 (按样本加权的平均训练损失, 样本/秒)；多进程时是所有进程的汇总。"""
-        model, k = self.train_model, self.accumulate
-        model.train()
+        self.train_step.train()
         self.optimizer.zero_grad(set_to_none=True)
         _set_epoch(self.train_loader, epoch)
+        self.done, self.done_rng = None, None  # 在“跳过已训练批次”的过程中被打断时，检查点保持原样
+        batches, start = self._epoch_batches()
         n_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
-        self.done = None  # 在“跳过已训练批次”的过程中被打断时，检查点保持原样
-        batches, self.first_batch = self._epoch_batches()
-        bar = None
-        if self.show and self.ctx.is_main:
-            batches = bar = progress(batches, total=n_batches, initial=self.first_batch, leave=False,
-                                     desc=f"第 {epoch}/{self.epochs} 轮", unit="批")
+        groups = _Accumulator(self.opts.accumulate, n_batches)
+        self.log = log = _LossLog(start, self.log_every)
+        self.done = replace(start)  # 最近一次更新参数时的进度：Ctrl-C 时存下它，续训从这里开始
+        started = time.perf_counter() - start.seconds
 
-        # 每批的损失以张量形式留在设备上，每 log_every 批才读出一次：在 GPU 上每次 .item()
-        # 都会让 CPU 停下来等 GPU 算完。读出时检查 NaN，并累加 损失×样本数 与样本数。
-        self.losses: list[tuple[torch.Tensor, int]] = []
-        self.before = self.partial or {"batch": 0, "loss_sum": 0.0, "items": 0, "seconds": 0.0}
-        self.done = {"batch": self.first_batch, "seconds": self.before["seconds"]}  # 最近一次更新参数时
-        read_sum, read_items, checked, shown = self.before["loss_sum"], self.before["items"], 0, 0.0
-        started = time.perf_counter() - self.before["seconds"]
-        i = self.first_batch - 1
+        def updated(batches_done: int) -> None:
+            self.done = _EpochProgress(batches_done, time.perf_counter() - started, epoch_rng=start.epoch_rng)
+
+        def where(j: int) -> str:  # 本次运行第 j 批（从 0 数）在报错信息里怎么说
+            return f"第 {epoch} 轮第 {start.batch + j + 1} 批（第 {self.global_step + 1} 个优化步附近）"
+
+        bar = self._progress_bar(batches, epoch, n_batches, start.batch)
+        i, shown = start.batch - 1, 0.0
         try:
-            for i, batch in enumerate(batches, start=self.first_batch):
+            for i, batch in enumerate(bar if bar is not None else batches, start=start.batch):
                 batch = move_to_device(batch, self.device)
-                group_start = i - i % k
-                group_size = min(k, n_batches - group_start) if n_batches else k
-                updates = i + 1 - group_start == group_size  # 本组最后一批：做完就更新参数
-                # 累积中的批次不必在进程间同步梯度，更新前的最后一批同步一次就够了
-                with self.ddp.no_sync() if self.ddp is not None and not updates else nullcontext():
-                    with self.runner.autocast():
-                        loss, _, target = self.runner(model, batch)
-                    self.losses.append((loss.detach(), _count_items(target)))
-                    if len(self.losses) - checked >= self.log_every:  # 在 backward 之前检查
-                        loss_sum, items = self._read_losses(checked, epoch)
-                        read_sum, read_items, checked = read_sum + loss_sum, read_items + items, len(self.losses)
+                updates = groups.closes_group(i)
+                with self._gradient_sync(updates):
+                    loss, _, target = self.runner(self.train_step, batch)
+                    if log.add(loss, _count_items(target)):
+                        log.read(where)
                         if bar is not None and time.perf_counter() - shown > 0.5:  # 半秒刷新一次就够
                             shown = time.perf_counter()
-                            bar.set_postfix(loss=f"{read_sum / read_items:.4f}",
-                                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                                            refresh=False, **{"样本/秒": f"{read_items / (shown - started):.0f}"})
-                    if group_size > 1:
-                        loss = loss / group_size  # k 个小批次的平均梯度 = 一个 k 倍大批次的梯度
+                            self._show_postfix(bar, log, shown - started)
+                    if groups.size(i) > 1:
+                        loss = loss / groups.size(i)  # k 个小批次的平均梯度 = 一个 k 倍大批次的梯度
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                 if updates:
                     self._optimizer_step()
-                    self.done = {"batch": i + 1, "seconds": time.perf_counter() - started}
-            if i + 1 > self.done["batch"]:  # 没有 len 的数据源：最后凑不满 k 批的一组也更新一次
+                    updated(i + 1)
+            if i + 1 > self.done.batch:  # 没有 len 的数据源：最后凑不满 k 批的一组也更新一次
                 self._optimizer_step()
-                self.done = {"batch": i + 1, "seconds": time.perf_counter() - started}
-            loss_sum, items = self._read_losses(checked, epoch)
-            read_sum, read_items = read_sum + loss_sum, read_items + items
+                updated(i + 1)
+            log.read(where)
         finally:
             if bar is not None:
                 bar.close()
         # 验证集的 DataLoader 也会消耗随机数；验证中被打断时，要恢复的是此刻的状态
-        self.done["rng"] = rng_state(self.generators)
+        self.done_rng = rng_state(self.generators)
         seconds = time.perf_counter() - started
-        total_loss, total_items = self.ctx.sum([read_sum, read_items])
+        total_loss, total_items = self.ctx.sum([log.loss_sum, log.items])
         return total_loss / max(total_items, 1), total_items / max(seconds, 1e-9)
 
-    def _read_losses(self, first: int, epoch: int) -> tuple[float, int]:
-        """读出 self.losses[first:]（一次同步），有 NaN/inf 就停下并指出是哪一批；返回 (损失×样本数之和, 样本数)。"""
-        chunk = self.losses[first:]
-        if not chunk:
-            return 0.0, 0
-        values = [chunk[0][0].item()] if len(chunk) == 1 else torch.stack([l for l, _ in chunk]).float().tolist()
-        for j, value in enumerate(values):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"第 {epoch} 轮第 {self.first_batch + first + j + 1} 批（第 {self.global_step + 1} 个优化步附近）"
-                    f"的损失是 {value}，训练已停止。可以试试：\n"
-                    "  1) 把学习率调小（例如除以 10），或用 warmup_cosine 先预热；\n"
-                    "  2) 传 clip_grad_norm=1.0 裁剪梯度；\n"
-                    "  3) 传 amp='off' 关掉混合精度（fp16 的数值范围很小）；\n"
-                    "  4) 检查数据和损失函数的输入里有没有 NaN、log(0) 或除以 0。"
-                )
-        return sum(v * n for v, (_, n) in zip(values, chunk)), sum(n for _, n in chunk)
+    def _gradient_sync(self, updates: bool):
+        """累积中的批次不必在进程间同步梯度，更新前的最后一批同步一次就够了。"""
+        return self.ddp.no_sync() if self.ddp is not None and not updates else nullcontext()
 
-    def _epoch_batches(self):
-        """本轮的批次迭代器和起始批号。从 Ctrl-C 的检查点续训时，重放同样的顺序并跳过已训练的批次。"""
-        if self.partial is None:
-            self.epoch_rng = rng_state(self.generators)  # 中断时要靠它重放本轮的数据顺序
-            return iter(self.train_loader), 0
-        self.epoch_rng = self.partial["epoch_rng"]
-        set_rng_state(self.epoch_rng, self.generators)
+    def _progress_bar(self, batches, epoch: int, total: int | None, initial: int):
+        if not (self.show and self.ctx.is_main):
+            return None
+        return progress(batches, total=total, initial=initial, leave=False, desc=f"第 {epoch}/{self.epochs} 轮",
+                        unit="批")
+
+    def _show_postfix(self, bar, log: _LossLog, seconds: float) -> None:
+        bar.set_postfix(loss=f"{log.mean:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False,
+                        **{"样本/秒": f"{log.items / seconds:.0f}"})
+
+    def _epoch_batches(self) -> tuple:
+        """本轮的批次迭代器和起点。从 Ctrl-C 的检查点续训时，重放同样的顺序并跳过已训练的批次。"""
+        if self.resume_from is None:
+            # 先记下本轮开始时的随机数状态（中断时要靠它重放本轮的数据顺序），再建迭代器：建迭代器就会抽随机数
+            start = _EpochProgress(epoch_rng=rng_state(self.generators))
+            return iter(self.train_loader), start
+        start = self.resume_from
+        set_rng_state(start.epoch_rng, self.generators)
         batches = iter(self.train_loader)
-        for _ in range(self.partial["batch"]):
+        for _ in range(start.batch):
             next(batches)
-        set_rng_state(self.partial["rng"], self.generators)  # 回到中断那一刻的随机数状态
-        return batches, self.partial["batch"]
+        set_rng_state(self.resume_rng, self.generators)  # 回到中断那一刻的随机数状态
+        return batches, start
 
     def _optimizer_step(self) -> None:
         params = self.model.parameters()
         if self.scaler is not None:
-            if self.clip is not None:
+            if self.opts.clip_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)  # 先还原真实梯度，裁剪阈值才有意义
-                nn.utils.clip_grad_norm_(params, self.clip)
+                nn.utils.clip_grad_norm_(params, self.opts.clip_grad_norm)
             self.scaler.step(self.optimizer)  # 梯度里有 inf/NaN 时这一步会被跳过，并调小放大倍数
             self.scaler.update()
         else:
-            if self.clip is not None:
-                nn.utils.clip_grad_norm_(params, self.clip)
+            if self.opts.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, self.opts.clip_grad_norm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and not isinstance(self.scheduler, ReduceLROnPlateau):
@@ -537,8 +702,8 @@ class _FitLoop:
         self.global_step += 1
 
     def _validate(self) -> dict:
-        return _evaluate(self.eval_model, self.val_loader, self.runner, self.ctx, self.metrics, self.predict,
-                         self.ignore_index)
+        return _evaluate(self.eval_step, self.val_loader, self.runner, self.ctx, self.metrics, self.opts.predict,
+                         self.opts.ignore_index)
 
     # ---- 监控、检查点、续训
 
@@ -572,17 +737,18 @@ class _FitLoop:
         self.history = History.from_dict(ckpt.get("history"))
         self.history.stop_reason = None
         self.epoch, self.global_step = ckpt.get("epoch") or 0, ckpt.get("global_step", 0)
-        self.partial = ckpt.get("partial")
-        if self.partial is not None:
-            self.partial["rng"] = ckpt["rng"]  # 跳过已训练的批次之后再恢复
+        if ckpt.get("partial") is not None:
+            self.resume_from = _EpochProgress(**ckpt["partial"])
+            self.resume_rng = ckpt["rng"]  # 跳过已训练的批次之后再恢复
         elif "rng" in ckpt:
             set_rng_state(ckpt["rng"], self.generators)
-        where = f"第 {self.epoch + 1} 轮第 {self.partial['batch'] + 1} 批" if self.partial else f"第 {self.epoch + 1} 轮"
+        start = self.resume_from
+        where = f"第 {self.epoch + 1} 轮第 {start.batch + 1} 批" if start else f"第 {self.epoch + 1} 轮"
         self._say(f"从检查点 {path} 继续训练：已完成 {self.epoch} 轮，从{where}开始。")
 
     def _initial_best_state(self, resume_path):
         """续训且 restore_best 时，最好的权重在 best.pt 里（内存里的那份随上次运行一起没了）。"""
-        if not (self.restore_best and resume_path is not None and self.stopper.best_epoch):
+        if not (self.opts.restore_best and resume_path is not None and self.stopper.best_epoch):
             return None
         best_path = resume_path.parent / "best.pt"
         if best_path.is_file():
@@ -594,7 +760,7 @@ class _FitLoop:
 
     def _checkpoint(self, path: Path, **extra) -> None:
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, epoch=self.epoch,
-                        history=self.history, config=self.config, global_step=self.global_step, **extra)
+                        history=self.history, config=self.opts.config, global_step=self.global_step, **extra)
 
     def _on_interrupt(self, epoch: int) -> None:
         """Ctrl-C：保存最近一次更新参数时的进度，下次 resume 从下一批继续（数据顺序不变）。"""
@@ -610,12 +776,9 @@ class _FitLoop:
         elif self.done is None:
             where = "（恢复进度时被打断，检查点保持原样）"
         else:
-            used = self.losses[: self.done["batch"] - self.first_batch]  # 已更新参数的批次
-            values = torch.stack([l for l, _ in used]).float().tolist() if used else []
-            partial = {"batch": self.done["batch"], "seconds": self.done["seconds"], "epoch_rng": self.epoch_rng,
-                       "loss_sum": self.before["loss_sum"] + sum(v * n for v, (_, n) in zip(values, used)),
-                       "items": self.before["items"] + sum(n for _, n in used)}
-            self._checkpoint(path, rng=self.done.get("rng") or rng_state(self.generators), partial=partial)
+            partial = asdict(self.log.progress_at(self.done))
+            rng = self.done_rng if self.done_rng is not None else rng_state(self.generators)
+            self._checkpoint(path, rng=rng, partial=partial)
             where = f"，已保存到 {path}；用 fit(..., resume='{path}') 从这里继续"
         self._say(f"训练在第 {epoch} 轮被中断（Ctrl-C），返回目前的训练记录{where}。")
 

@@ -6,21 +6,20 @@
 和 ``aigc train --task sentiment`` 的做法相同。五个家族的尺寸也取自那里：词向量 / 隐状态 128 维，
 RNN 家族用 max 池化；Transformer 是 2 层、4 头、d_model 128。
 
-每个家族先热身一轮（不计时），再轮流各跑 REPEATS 轮，报告吞吐的中位数。
-怎么计时：GPU 上用墙钟时间（前后 cuda.synchronize），``amp="auto"``（支持 bf16 就用 bf16）。
-CPU 上用单线程和本进程的 CPU 时间（time.process_time）：共享或繁忙的机器上，别的进程抢走 CPU
-会让墙钟读数忽快忽慢，而本进程实际花掉的 CPU 时间不受影响（同 benchmarks/fit_overhead.py）。
+每个家族先热身一轮（不计时），再轮流各跑 REPEATS 轮，报告吞吐的中位数。计时循环与时钟在
+benchmarks/timing.py（与 fit_overhead.py 共用）：GPU 上用墙钟时间，``amp="auto"``（支持 bf16 就用 bf16）；
+CPU 上用单线程和本进程的 CPU 时间，共享或繁忙的机器上也比较得准。
 最后一行 ``ratio <transformer/gru>`` 是 Transformer 与单向 GRU 吞吐中位数之比（大于 1 表示 Transformer 更快）。
 """
 
 import statistics
-import time
 import unicodedata
 
 import torch
 
 from aigc_lib import RNNClassifier, TransformerClassifier, Vocab, fit, load_reviews, make_loader, tokenize
 from aigc_lib.runtime import device, seed_everything
+from timing import interleaved_throughput
 
 REPEATS = 3
 MAX_LEN = 160
@@ -52,24 +51,17 @@ def cell(text, width: int) -> str:
     return pad + text if width > 0 else text + pad
 
 
-def clock(dev) -> float:
-    """GPU：等排队的 kernel 都算完再读墙钟；CPU：本进程用掉的 CPU 时间（见文件开头）。"""
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter()
-    return time.process_time()
-
-
-def samples_per_second(build, loader, dev) -> float:
-    """建模型，用 fit 训练一轮，返回 样本数 / 秒。"""
+def one_epoch(build, loader, dev):
+    """建模型和优化器（不计时），返回 (用 fit 训练一轮的函数, 样本数)，交给 interleaved_throughput 计时。"""
     seed_everything(0)
-    model = build()
+    model = build().to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     amp = "auto" if dev.type == "cuda" else "off"
-    model.to(dev)
-    start = clock(dev)
-    fit(model, loader, epochs=1, optimizer=optimizer, device=dev, amp=amp, progress=False)
-    return len(loader.dataset) / (clock(dev) - start)
+
+    def work():
+        fit(model, loader, epochs=1, optimizer=optimizer, device=dev, amp=amp, progress=False)
+
+    return work, len(loader.dataset)
 
 
 def main():
@@ -88,13 +80,8 @@ def main():
           f"每个家族热身 1 轮、计时 {REPEATS} 轮（轮流）")
 
     builds = families(len(vocab))
-    for build in builds.values():  # 热身：首次调用的内存分配、cuDNN 选算法都不计时
-        samples_per_second(build, loader, dev)
-    speeds = {name: [] for name in builds}
-    for repeat in range(REPEATS):
-        order = list(builds) if repeat % 2 == 0 else list(builds)[::-1]  # 轮流先跑，抵消机器状态的漂移
-        for name in order:
-            speeds[name].append(samples_per_second(builds[name], loader, dev))
+    runs = {name: (lambda build=build: one_epoch(build, loader, dev)) for name, build in builds.items()}
+    speeds = interleaved_throughput(runs, dev, REPEATS, warmup=1)
 
     unit = "样本/秒" if dev.type == "cuda" else "样本/CPU秒"
     gru = statistics.median(speeds["gru"])

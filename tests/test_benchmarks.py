@@ -1,12 +1,17 @@
-"""benchmarks/：gpt_throughput 的每字 FLOPs 公式与 PyTorch 自己数出来的一致，脚本在 CPU 上跑得通；\nquality_bars 的门槛判断，以及它在 smoke 档位下端到端跑通一项。"""
+"""benchmarks/：gpt_throughput 的每字 FLOPs 公式与 PyTorch 自己数出来的一致，脚本在 CPU 上跑得通；
+quality_bars 的门槛判断，以及它在 smoke 档位下端到端跑通一项；timing 的交替计时与配对比值的置信区间，
+fit_overhead 按置信区间决定返回码。"""
 
 import importlib.util
 import json
 import os
+import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -19,6 +24,8 @@ SCRIPT = BENCHMARKS / "gpt_throughput.py"
 
 
 def load(name):
+    if str(BENCHMARKS) not in sys.path:  # 脚本之间用 from timing import ... 互相引用，与直接运行脚本时一样
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -110,3 +117,99 @@ def test_quality_bars_runs_one_job_end_to_end_in_smoke(tmp_path):
     assert "已用完" in json.loads((tmp_path / "b" / "bars.json").read_text("utf-8"))["jobs"]["lm-gpt"]["skipped"]
     bad = subprocess.run([sys.executable, script, "--only", "poetry"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "不认识的项目：poetry" in bad.stderr
+
+
+# ---------------------------------------------------------------- timing 与 fit_overhead
+
+
+def test_interleaved_throughput_alternates_the_order_and_times_only_the_work(monkeypatch):
+    timing = load("timing")
+    fake = {"t": 0.0}  # 假时钟：只有 work 和 prepare 拨动它
+    monkeypatch.setattr(timing, "clock", lambda dev: fake["t"])
+    calls = []
+
+    def run(name, seconds, items):
+        def prepare():
+            fake["t"] += 100.0  # 准备阶段的时间不计入
+            calls.append(name)
+
+            def work():
+                fake["t"] += seconds
+            return work, items
+        return prepare
+
+    speeds = timing.interleaved_throughput({"a": run("a", 2.0, 10), "b": run("b", 4.0, 10)}, torch.device("cpu"),
+                                           repeats=4, warmup=2)
+    assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert speeds == {"a": [5.0] * 4, "b": [2.5] * 4}
+
+
+def numpy_ci(ratios, level, resamples, seed):
+    """对照：同样的种子、同样的重抽，分位数交给 numpy.percentile（线性插值）。"""
+    rng = random.Random(seed)
+    meds = [statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)]
+    return tuple(np.percentile(meds, [50 * (1 - level), 50 * (1 + level)]))
+
+
+def test_paired_ratio_gives_the_median_and_a_bootstrap_interval_that_covers_the_truth():
+    timing = load("timing")
+    rng = random.Random(0)
+    covered = 0
+    trials = 150
+    for trial in range(trials):
+        n = rng.randint(15, 40)
+        bare = [rng.uniform(5e3, 1.2e4) for _ in range(n)]  # 机器忽快忽慢：每轮的速度差别很大
+        fit = [b * 0.98 * rng.lognormvariate(0, 0.05) for b in bare]  # 真实比值的中位数是 0.98
+        median, low, high = timing.paired_ratio(fit, bare, resamples=1000, seed=trial)
+        ratios = [f / b for f, b in zip(fit, bare)]
+        assert median == statistics.median(ratios)
+        assert low <= median <= high
+        assert (low, high) == pytest.approx(numpy_ci(ratios, 0.95, 1000, trial), rel=1e-12)
+        covered += low <= 0.98 <= high
+    assert 0.88 <= covered / trials <= 0.995  # 95% 的区间大约 95% 的时候包住真值
+    with pytest.raises(ValueError, match="等长"):
+        timing.paired_ratio([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("factor, noise, code", [(1.0, 0.01, 0), (0.985, 0.01, 0), (0.9, 0.01, 1), (0.955, 0.01, 1),
+                                                 (0.966, 0.08, 0)])
+def test_fit_overhead_exits_non_zero_only_when_fit_is_surely_slower(monkeypatch, capsys, factor, noise, code):
+    bench = load("fit_overhead")
+    rng = random.Random(1)
+    bare = [rng.uniform(6e3, 1e4) for _ in range(bench.REPEATS)]
+    fit = [b * factor * rng.lognormvariate(0, noise) for b in bare]
+    median, low, high = bench.paired_ratio(fit, bare)
+    if noise > 0.05:  # 中位数低于 0.97，但区间的上界没有：还不能断定 fit 更慢
+        assert median < bench.TARGET <= high
+    monkeypatch.setattr(bench, "interleaved_throughput", lambda runs, dev, repeats, warmup: {"fit": fit, "bare": bare})
+    monkeypatch.setattr(bench, "device", lambda: torch.device("cpu"))
+    assert bench.main() == code
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"ratio {median:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def test_fit_overhead_runs_both_loops_on_the_same_work(monkeypatch):
+    """极小的尺寸真跑一遍：fit 与手写循环训练出完全相同的权重（比的是同一件事），各跑 REPEATS 次。"""
+    bench = load("fit_overhead")
+    cfg = dict(vocab=50, dim=8, hidden=16, classes=3, seq=5, batch=4, steps=3)
+    cfg["data"] = bench.make_data(cfg)
+    dev = torch.device("cpu")
+    models, make = [], bench.make
+
+    def recording_make(cfg, dev):
+        built = make(cfg, dev)
+        models.append(built[0])
+        return built
+
+    monkeypatch.setattr(bench, "make", recording_make)
+    for prepare in (bench.through_fit, bench.bare_loop):
+        work, items = prepare(cfg, dev)
+        work()
+        assert items == 12
+    fitted, bare = (m.state_dict() for m in models)
+    for key in bare:
+        assert torch.equal(fitted[key], bare[key]), key
+    assert any(not torch.equal(bare[k], v) for k, v in bench.make(cfg, dev)[0].state_dict().items())  # 确实训练了
+    speeds = bench.interleaved_throughput({"fit": lambda: bench.through_fit(cfg, dev),
+                                           "bare": lambda: bench.bare_loop(cfg, dev)}, dev, repeats=3, warmup=0)
+    assert [len(v) for v in speeds.values()] == [3, 3] and all(x > 0 for v in speeds.values() for x in v)

@@ -348,3 +348,105 @@ def test_lr_range_test_rejects_bad_arguments():
             ours.lr_range_test(model, batches, nn.MSELoss(), torch.optim.SGD, **kwargs)
     with pytest.raises(ValueError, match="loader"):
         ours.lr_range_test(model, [], nn.MSELoss(), torch.optim.SGD, 1e-3, 1.0, 5)
+
+
+# ---------------------------------------------------------------- decay_param_groups
+
+
+def _group_names(model, groups):
+    """参数组 -> (衰减那组的参数名集合, 不衰减那组的参数名集合)，用 id 对回名字。"""
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_decay = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in groups}
+    return by_decay.get(0.1, set()), by_decay.get(0.0, set())
+
+
+def _library_models():
+    from aigc_lib.models import BiLSTMTagger, RNNClassifier, TransformerClassifier
+
+    torch.manual_seed(0)
+    proj = {f"layers.0.attn.{x}_proj" for x in ("q", "k", "v", "out")}
+    return [
+        (RNNClassifier(vocab_size=30, embed_dim=8, hidden_dim=8, kind="lstm"),
+         {"embedding.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "head.weight"},
+         {"rnn.bias_ih_l0", "rnn.bias_hh_l0", "head.bias"}),
+        (TransformerClassifier(30, d_model=8, num_heads=2, num_layers=1, dim_feedforward=16),
+         {"embedding.weight", "layers.0.ff.0.weight", "layers.0.ff.3.weight", "head.weight"}
+         | {f"{p}.weight" for p in proj},
+         {"layers.0.norm1.weight", "layers.0.norm1.bias", "layers.0.norm2.weight", "layers.0.norm2.bias",
+          "layers.0.ff.0.bias", "layers.0.ff.3.bias", "norm.weight", "norm.bias", "head.bias"}
+         | {f"{p}.bias" for p in proj}),
+        # CRF 的转移矩阵是矩阵，要衰减；起始、结束分数是一维的，不衰减
+        (BiLSTMTagger(30, 5, embed_dim=8, hidden_dim=8, use_crf=True),
+         {"embedding.weight", "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.weight_ih_l0_reverse",
+          "lstm.weight_hh_l0_reverse", "head.weight", "crf.transitions"},
+         {"lstm.bias_ih_l0", "lstm.bias_hh_l0", "lstm.bias_ih_l0_reverse", "lstm.bias_hh_l0_reverse", "head.bias",
+          "crf.start_transitions", "crf.end_transitions"}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_decay_groups_put_exactly_the_matrices_in_the_decayed_group(index):
+    model, decayed, plain = _library_models()[index]
+    groups = ours.decay_param_groups(model, 0.1)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert _group_names(model, groups) == (decayed, plain)
+    # 每个参数恰好在一组里
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+
+
+def test_decay_groups_on_torch_layers_skip_biases_and_norm_weights():
+    """torch 自己的 Transformer 层：不衰减的正好是偏置和 LayerNorm 的参数（按模块类型独立地数出来）。"""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 16), nn.TransformerEncoderLayer(16, 4, 32, batch_first=True),
+                          nn.LayerNorm(16), nn.Linear(16, 3))
+    expected_plain = {f"{m}.{n}" if m else n for m, module in model.named_modules()
+                      for n, _ in module.named_parameters(recurse=False)
+                      if n.endswith("bias") or isinstance(module, nn.LayerNorm)}
+    decayed, plain = _group_names(model, ours.decay_param_groups(model, 0.1))
+    assert plain == expected_plain and len(plain) == 11  # 5 个线性层的偏置 + 3 个 LayerNorm 的缩放和偏移
+    assert decayed == {n for n, _ in model.named_parameters()} - expected_plain
+
+
+def test_decay_groups_share_tied_weights_once_and_skip_frozen_ones():
+    from aigc_lib.models import GPTLanguageModel
+
+    torch.manual_seed(0)
+    gpt = GPTLanguageModel(30, d_model=8, num_heads=2, num_layers=1)  # 输出层与词向量共享权重
+    groups = ours.decay_param_groups(gpt, 0.1)
+    flat = [p for g in groups for p in g["params"]]
+    assert len(flat) == len({id(p) for p in flat}) == len(list(gpt.parameters()))
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)
+    decayed, plain = _group_names(model, ours.decay_param_groups(model, 0.1))
+    assert decayed == {"1.weight"} and plain == {"1.bias"}
+    only_biases = ours.decay_param_groups(nn.LayerNorm(4), 0.1)
+    assert [g["weight_decay"] for g in only_biases] == [0.0]  # 空的那组被省去
+    with pytest.raises(ValueError, match="weight_decay"):
+        ours.decay_param_groups(model, -0.1)
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.AdamW, ours.AdamW])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_adamw_with_decay_groups_equals_a_hand_written_update(optimizer, seed):
+    """AdamW + 分组 == 手写的 AdamW：矩阵每步乘 (1 - lr·λ)，一维参数不乘，其余完全相同。"""
+    lr, wd, (b1, b2), eps = 0.01, 0.1, (0.9, 0.999), 1e-8
+    model, decayed, _ = _library_models()[seed % 3]
+    names = dict(model.named_parameters())
+    ref = {n: p.detach().clone() for n, p in names.items()}
+    m = {n: torch.zeros_like(p) for n, p in ref.items()}
+    v = {n: torch.zeros_like(p) for n, p in ref.items()}
+    opt = optimizer(ours.decay_param_groups(model, wd), lr=lr, betas=(b1, b2), eps=eps)
+    g = torch.Generator().manual_seed(seed)
+    for t in range(1, STEPS + 1):
+        grads = {n: torch.randn(p.shape, generator=g) for n, p in names.items()}
+        for n, p in names.items():
+            p.grad = grads[n].clone()
+        opt.step()
+        for n in ref:
+            if n in decayed:
+                ref[n].mul_(1 - lr * wd)
+            m[n] = b1 * m[n] + (1 - b1) * grads[n]
+            v[n] = b2 * v[n] + (1 - b2) * grads[n] ** 2
+            ref[n] -= lr * (m[n] / (1 - b1**t)) / ((v[n] / (1 - b2**t)).sqrt() + eps)
+        for n, p in names.items():
+            torch.testing.assert_close(p.detach(), ref[n], atol=1e-6, rtol=1e-5, msg=f"第 {t} 步 {n}")

@@ -2,6 +2,7 @@
 
 import math
 import random
+from dataclasses import fields
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from aigc_lib.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint, unwrap_model
 from aigc_lib.runtime import seed_everything
 from aigc_lib.training import (
+    FitOptions,
     History,
     NonFiniteLossError,
     evaluate,
@@ -302,6 +304,7 @@ def test_step_hook_and_custom_predict_for_a_binary_model():
 
     def step(m, batch):  # 只返回损失也可以，但要算指标就返回 (loss, outputs, target)
         xb, yb = batch
+        assert m is model  # step 拿到的就是传给 fit 的那个模型，不是任何包装
         calls.append(xb.device)
         logits = m(xb).squeeze(1)
         return nn.functional.binary_cross_entropy_with_logits(logits, yb), logits, yb
@@ -630,3 +633,50 @@ def test_bad_arguments_get_chinese_explanations():
         fit(model, [x], epochs=1, optimizer=opt, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         fit(model, loader, epochs=0, optimizer=opt, progress=False)
+
+
+# ---------------------------------------------------------------- 选项：FitOptions
+
+
+def test_options_object_and_keyword_arguments_train_the_same_weights():
+    x, y = blobs(4)
+    runs = []
+    for how in ("kwargs", "options", "options+override"):
+        torch.manual_seed(0)
+        model = mlp()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.02)
+        loader = DataLoader(TensorDataset(x, y), batch_size=16)
+        kw = dict(optimizer=opt, clip_grad_norm=0.5, accumulate=2, progress=False)
+        if how == "kwargs":
+            fit(model, loader, epochs=3, **kw)
+        elif how == "options":
+            fit(model, loader, options=FitOptions(epochs=3, **kw))
+        else:  # 关键字参数覆盖 options 里的同名项；options 本身不变
+            opts = FitOptions(epochs=1, **kw)
+            fit(model, loader, options=opts, epochs=3)
+            assert opts.epochs == 1
+        runs.append(weights(model))
+    assert_same_weights(runs[0], runs[1])
+    assert_same_weights(runs[0], runs[2])
+
+
+def test_unknown_or_missing_options_are_explained_in_chinese():
+    x, y = blobs(0, n=16)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    with pytest.raises(TypeError, match="不认识") as info:
+        fit(model, loader, epochs=1, optimizer=opt, max_epochs=3, progress=False)
+    message = str(info.value)
+    assert "max_epochs（是不是 epochs？）" in message
+    # 列出的可用参数正好是 FitOptions 的字段
+    listed = message.split("可用的参数：")[1].rstrip("。").split(", ")
+    assert listed == [f.name for f in fields(FitOptions)]
+    with pytest.raises(TypeError, match="缺少必填的参数 optimizer"):
+        fit(model, loader, epochs=1)
+    with pytest.raises(TypeError, match="options 应是 FitOptions"):
+        fit(model, loader, None, {"epochs": 1})
+    with pytest.raises(ValueError, match="accumulate"):
+        FitOptions(epochs=1, optimizer=opt, accumulate=0)
+    with pytest.raises(ValueError, match="log_every"):
+        fit(model, loader, epochs=1, optimizer=opt, log_every=0)

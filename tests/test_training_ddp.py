@@ -52,35 +52,44 @@ def torchrun(out_dir, nproc=2, timeout=240):
     assert proc.returncode == 0, output[-5000:]
 
 
-def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp_path):
-    torchrun(tmp_path)
+@pytest.fixture(scope="module")
+def ddp_out(tmp_path_factory):
+    """用 torchrun 跑一次 2 进程的 worker（所有场景），返回它写下结果的目录。"""
+    out = tmp_path_factory.mktemp("ddp")
+    torchrun(out)
+    return out
+
+
+@pytest.mark.parametrize("scenario", load_worker().SCENARIOS)
+def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(ddp_out, scenario):
+    """custom_step：自定义的 step 拿到原模型（调用 DDP 包装上没有的方法），梯度仍在进程间同步。"""
     worker = load_worker()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for scenario in worker.SCENARIOS:
-            ranks = [torch.load(tmp_path / f"{scenario}_rank{r}.pt", weights_only=True) for r in range(2)]
-            for key in ranks[0]["weights"]:  # DDP 让两个进程的权重保持一致
-                torch.testing.assert_close(ranks[0]["weights"][key], ranks[1]["weights"][key], atol=0, rtol=0)
+        ranks = [torch.load(ddp_out / f"{scenario}_rank{r}.pt", weights_only=True) for r in range(2)]
+        for key in ranks[0]["weights"]:  # DDP 让两个进程的权重保持一致
+            torch.testing.assert_close(ranks[0]["weights"][key], ranks[1]["weights"][key], atol=0, rtol=0)
 
-            model, history = worker.run(scenario, worker.GLOBAL_BATCH, world_size=1)
-            reference = model.state_dict()
-            for key, value in ranks[0]["weights"].items():
-                torch.testing.assert_close(value, reference[key], atol=2e-5, rtol=0, msg=f"{scenario}: {key}")
-            ddp_history = ranks[0]["history"]["records"]
-            for ours, ref in zip(ddp_history, history.records, strict=True):
-                for key in ("train_loss", "val_loss", "val_acc"):
-                    assert ours[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), (scenario, key)
-            # 只有 rank 0 写检查点，且检查点里就是最终权重
-            saved = torch.load(tmp_path / scenario / "last.pt", weights_only=True)
-            assert saved["epoch"] == 3
-            for key, value in saved["model"].items():
-                torch.testing.assert_close(value, ranks[0]["weights"][key], atol=0, rtol=0)
+        model, history = worker.run(scenario, worker.GLOBAL_BATCH, world_size=1)
+        reference = model.state_dict()
+        assert ranks[0]["weights"].keys() == reference.keys()
+        for key, value in ranks[0]["weights"].items():
+            torch.testing.assert_close(value, reference[key], atol=2e-5, rtol=0, msg=f"{scenario}: {key}")
+        ddp_history = ranks[0]["history"]["records"]
+        for ours, ref in zip(ddp_history, history.records, strict=True):
+            for key in ("train_loss", "val_loss", "val_acc"):
+                assert ours[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), (scenario, key)
+        # 只有 rank 0 写检查点，检查点里就是最终权重，键名是原模型的（没有 "module."、"model." 前缀）
+        saved = torch.load(ddp_out / scenario / "last.pt", weights_only=True)
+        assert saved["epoch"] == 3 and saved["model"].keys() == reference.keys()
+        for key, value in saved["model"].items():
+            torch.testing.assert_close(value, ranks[0]["weights"][key], atol=0, rtol=0)
 
-            # 反证：每个进程的批大小用单进程跑，结果应明显不同——上面的一致不是巧合
-            model, _ = worker.run(scenario, worker.GLOBAL_BATCH // 2, world_size=2)
-            differs = any((model.state_dict()[k] - reference[k]).abs().max() > 1e-3 for k in reference)
-            assert differs, scenario
+        # 反证：每个进程的批大小用单进程跑，结果应明显不同——上面的一致不是巧合
+        model, _ = worker.run(scenario, worker.GLOBAL_BATCH // 2, world_size=2)
+        differs = any((model.state_dict()[k] - reference[k]).abs().max() > 1e-3 for k in reference)
+        assert differs, scenario
     finally:
         torch.set_num_threads(before)
 
