@@ -51,6 +51,19 @@ def test_train_writes_run_folder(trained_run):
     assert ckpt["config"]["task"] == "sentiment"
 
 
+def test_weight_decay_skips_biases_and_norm_weights(trained_run):
+    """任务默认的 AdamW：矩阵（嵌入、线性层、RNN 的权重矩阵）衰减 --weight-decay，偏置等一维张量不衰减。"""
+    from aigc_lib.tasks import load_run
+
+    _, model, config = load_run(trained_run)
+    groups = torch.load(trained_run / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    # 优化器状态里的参数编号是按组重新数的，所以这里比较每组的参数个数
+    count = {group["weight_decay"]: len(group["params"]) for group in groups}
+    matrices = sum(p.dim() >= 2 for p in model.parameters())
+    assert count == {config["sizes"]["weight_decay"]: matrices, 0.0: sum(p.dim() < 2 for p in model.parameters())}
+    assert matrices and config["sizes"]["weight_decay"] == 0.01
+
+
 def test_evaluate_json_is_one_object_with_metrics_matching_predict(trained_run, capsys):
     assert main(["evaluate", str(trained_run), "--split", "val", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -130,10 +130,10 @@ def negative_sampling_loss(scores: torch.Tensor) -> torch.Tensor:
 def skipgram_step(model: SkipGram, batch) -> torch.Tensor:
     """训练引擎调用的一步：``batch = (centers, contexts)``（上下文词是"目标"，放最后），返回标量损失。
 
-    前向通过 ``model(...)`` 调用，模型被 DDP 包装时梯度同步照常进行（``model.module`` 是原模型）。
+    ``fit`` 传来的总是原模型（多进程时由 ``fit`` 负责梯度同步），可以直接调用它的方法。
     """
     centers, contexts = batch
-    negatives = getattr(model, "module", model).sample_negatives(len(centers))  # (B, K)
+    negatives = model.sample_negatives(len(centers))  # (B, K)
     candidates = torch.cat([contexts.unsqueeze(1), negatives], dim=1)  # (B, 1+K)
     return negative_sampling_loss(model(centers, candidates))
 
@@ -202,7 +202,7 @@ class GloVe(nn.Module):
 def glove_step(model: GloVe, batch) -> torch.Tensor:
     """训练引擎调用的一步：``batch = (rows, cols, counts)``（共现次数是"目标"，放最后）。
 
-    前向通过 ``model(...)`` 调用，模型被 DDP 包装时梯度同步照常进行（``model.module`` 是原模型）。
+    ``fit`` 传来的总是原模型（多进程时由 ``fit`` 负责梯度同步），可以直接调用它的方法。
     """
     rows, cols, counts = batch
-    return getattr(model, "module", model).objective(model(rows, cols), counts)
+    return model.objective(model(rows, cols), counts)

@@ -272,9 +272,7 @@ class BiLSTMTagger(nn.Module):
 def tagger_step(model: BiLSTMTagger, batch) -> torch.Tensor:
     """训练引擎调用的一步：``batch = (tokens, lengths, tags)``（已在设备上），返回标量损失。
 
-    前向通过 ``model(...)`` 调用（而不是 ``model.loss``），这样模型被 DDP 包装时梯度同步照常进行；
-    ``model.module`` 是 DDP 包装里面的原模型。
+    ``fit`` 传来的总是原模型（多进程时由 ``fit`` 负责梯度同步），可以直接调用它的方法。
     """
     tokens, lengths, tags = batch
-    emissions = model(tokens, lengths)  # (B, T, K)
-    return getattr(model, "module", model).emission_loss(emissions, lengths, tags)
+    return model.loss(tokens, lengths, tags)

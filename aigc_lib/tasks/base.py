@@ -26,6 +26,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..distributed import launched_by_torchrun
+from ..optim import decay_param_groups
 from ..runtime import device as pick_device
 from ..runtime import seed_everything
 from ..training import fit, steps_per_epoch, warmup_cosine
@@ -115,7 +116,8 @@ class Task:
         dev = pick_device(device)
         train_loader, val_loader, artifacts = self.prepare(sizes)
         model = self.build_model(model_name, sizes, artifacts)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=sizes["lr"], weight_decay=sizes.get("weight_decay", 0.01))
+        # 权重衰减只作用于矩阵（线性层、嵌入）；偏置和归一化层的权重不衰减（同 nanoGPT）
+        optimizer = torch.optim.AdamW(decay_param_groups(model, sizes["weight_decay"]), lr=sizes["lr"])
         total_steps = steps_per_epoch(train_loader) * sizes["epochs"]
         scheduler = warmup_cosine(optimizer, warmup_steps=max(1, total_steps // 20), total_steps=total_steps,
                                   min_lr_ratio=0.1)

@@ -144,13 +144,12 @@ def tagging_step(model: BiLSTMTagger, batch):
     这样 ``fit(metrics={"accuracy": ...})`` 能在整个验证集上算逐字准确率（补齐位置是 -100，被去掉）。"""
     tokens, lengths, tags = batch
     emissions = model(tokens, lengths)  # (B, T, K)
-    inner = getattr(model, "module", model)  # DDP 包装时取出原模型
-    loss = inner.emission_loss(emissions, lengths, tags)
+    loss = model.emission_loss(emissions, lengths, tags)
     if model.training:
         return loss
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.to(tokens.device).unsqueeze(1)  # (B, T)
-    if inner.crf is not None:
-        paths = inner.crf.decode(emissions.float(), mask)
+    if model.crf is not None:
+        paths = model.crf.decode(emissions.float(), mask)
         predicted = torch.full_like(tags, IGNORE)
         for i, path in enumerate(paths):
             predicted[i, : len(path)] = torch.tensor(path, device=tags.device)
