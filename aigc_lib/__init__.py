@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-from .runtime import PROFILES, Timer, describe, device, eval_mode, pick, profile, seed_everything
+from .core.runtime import PROFILES, Timer, describe, device, eval_mode, pick, profile, seed_everything
 from .metrics import segmentation_prf
 from .metrics import (
     accuracy,
@@ -25,8 +25,8 @@ from .metrics import (
     rouge_l_corpus,
     token_accuracy,
 )
-from . import optim
-from .optim import lr_range_test
+from .core import optim
+from .core.optim import lr_range_test
 from .plotting import (
     chinese_font_name,
     plot_confusion_matrix,
@@ -35,7 +35,7 @@ from .plotting import (
     progress,
     use_chinese_font,
 )
-from .text import (
+from .data.text import (
     Vocab,
     clean_text,
     collapse_punctuation,
@@ -48,7 +48,7 @@ from .text import (
     to_simplified,
     tokenize,
 )
-from .corpora import (
+from .data.corpora import (
     bio_entities,
     bmes_labels,
     bmes_to_words,
@@ -64,7 +64,7 @@ from .corpora import (
     review_stats,
 )
 from .imbalance import FocalLoss, apply_threshold, best_threshold, class_counts, class_weights, resampling_sampler
-from .augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
+from .data.augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
 from .compress import (
     count_parameters,
     distillation_loss,
@@ -75,12 +75,12 @@ from .compress import (
     quantize_dynamic_int8,
     sparsity,
 )
-from .batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
+from .data.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
 from .models import KerasStyleLSTM, RNNClassifier, TransformerClassifier
-from .training import History, NonFiniteLossError, evaluate, fit, steps_per_epoch, warmup_cosine, warmup_linear
-from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from .core.training import History, NonFiniteLossError, evaluate, fit, steps_per_epoch, warmup_cosine, warmup_linear
+from .core.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from .models import CRF, BiLSTMTagger, GloVe, SkipGram, glove_step, skipgram_step, tagger_step
-from .wordvectors import WordVectors, train_skipgram_fast
+from .data.wordvectors import WordVectors, train_skipgram_fast
 from .models import GPTLanguageModel, LSTMLanguageModel
 from .generation import beam_search, generate, next_token_probs
 from .models import Seq2SeqTransformer

@@ -9,7 +9,7 @@
     aigc course build --out site/                    # 离线网站：目录、每章一页、每章一套幻灯片
 
 所有任务共用这几个子命令；任务本身（数据、模型、指标）在 ``aigc_lib.tasks`` 里，整门课的执行和网站在
-``aigc_lib.course`` 和 ``aigc_lib.course_site`` 里。
+``aigc_lib.course.run`` 和 ``aigc_lib.course.site`` 里。
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .corpora import read_text
+    from .data.corpora import read_text
     from .tasks import TaskError, load_run
 
     texts = list(args.texts)
@@ -291,8 +291,8 @@ def _generate(args) -> int:
 def _course(args) -> int:
     import time
 
-    from .course import run_course
-    from .course_site import build_site
+    from .course.run import run_course
+    from .course.site import build_site
 
     if args.course_command is None:
         args.course_parser.print_help()
@@ -376,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args is None:
         return 2
-    from .checkpoint import CheckpointMismatchError
-    from .course import CourseError
+    from .core.checkpoint import CheckpointMismatchError
+    from .course.run import CourseError
     from .tasks import TaskError
 
     commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate, "course": _course}

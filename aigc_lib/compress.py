@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as prune
 
-from .runtime import eval_mode
+from .core.runtime import eval_mode
 
 # ---------------------------------------------------------------------------
 # 剪枝：把“不重要”（绝对值小）的权重置 0

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import eval_mode
+from .core.runtime import eval_mode
 
 STRATEGIES = ("sample", "greedy")
 
@@ -275,7 +275,7 @@ def generate(
     参数：
         model: 语言模型（见模块说明的调用约定）；会临时切到 eval 模式，结束后恢复。
         prompt: 编号列表 / 一维张量，或字符串（此时要给 ``vocab``，按字编码）。
-        vocab: :class:`~aigc_lib.text.Vocab`；给了它，停止符可以写成字，且不会生成 <pad>、<unk>。
+        vocab: :class:`~aigc_lib.data.text.Vocab`；给了它，停止符可以写成字，且不会生成 <pad>、<unk>。
         strategy: ``"sample"``（按概率采样，默认）或 ``"greedy"``（每步取概率最大的字；
             temperature、top_k、top_p 不起作用，重复惩罚仍起作用）。
         temperature: 温度，> 0；top_k: 只在概率最大的 k 个字里采样；top_p: 只在累计概率达到 p 的

@@ -18,7 +18,7 @@ import unicodedata
 import torch
 
 from aigc_lib import RNNClassifier, TransformerClassifier, Vocab, fit, load_reviews, make_loader, tokenize
-from aigc_lib.runtime import device, seed_everything
+from aigc_lib.core.runtime import device, seed_everything
 from timing import interleaved_throughput
 
 REPEATS = 3

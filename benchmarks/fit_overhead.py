@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from aigc_lib.runtime import device, seed_everything
-from aigc_lib.training import fit
+from aigc_lib.core.runtime import device, seed_everything
+from aigc_lib.core.training import fit
 from timing import interleaved_throughput, paired_ratio
 
 WARMUP = 3

@@ -22,7 +22,7 @@ import torch
 
 from aigc_lib.generation import generate
 from aigc_lib.models import GPTLanguageModel
-from aigc_lib.runtime import device, seed_everything
+from aigc_lib.core.runtime import device, seed_everything
 
 LENGTHS = (128, 512, 1024)
 PROMPT_LEN = 16

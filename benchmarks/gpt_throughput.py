@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from aigc_lib.models import GPTLanguageModel
-from aigc_lib.runtime import device, seed_everything
-from aigc_lib.training import fit
+from aigc_lib.core.runtime import device, seed_everything
+from aigc_lib.core.training import fit
 
 # 各种 GPU 的 bf16 稠密（非稀疏）张量核心峰值，单位 TFLOPS（厂商数据表）。按名字里的关键词匹配，先匹配先得。
 PEAK_BF16_TFLOPS = [

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from aigc_lib.runtime import profile as current_profile
+from aigc_lib.core.runtime import profile as current_profile
 
 # (项目名, --task, --model, evaluate 输出里的指标)：按重要程度排列
 JOBS = [

@@ -16,7 +16,7 @@ import time
 import torch
 
 from aigc_lib.models import Seq2SeqTransformer
-from aigc_lib.runtime import device, seed_everything
+from aigc_lib.core.runtime import device, seed_everything
 
 BATCH, LENGTH, REPEATS = 64, 20, 5
 SRC_VOCAB, TGT_VOCAB = 400, 3500  # 约为第 10 章的音节表和字表大小

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from aigc_lib.wordvectors import train_skipgram_fast
+from aigc_lib.data.wordvectors import train_skipgram_fast
 
 SETTINGS = dict(dim=100, window=5, min_freq=5, negative=5, sample=1e-3, epochs=1)
 WORKERS = 2

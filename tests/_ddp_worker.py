@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from aigc_lib.training import fit, steps_per_epoch, warmup_cosine
+from aigc_lib.core.training import fit, steps_per_epoch, warmup_cosine
 
 SCENARIOS = ("sampler", "batch_sampler", "custom_step")
 ACCUMULATE = {"custom_step": 2}  # custom_step 还累积 2 批再更新：检验 no_sync 与自定义 step 一起也对

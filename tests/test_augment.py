@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-import aigc_lib.augment as augment_module
-from aigc_lib.augment import (
+import aigc_lib.data.augment as augment_module
+from aigc_lib.data.augment import (
     augment_dataset,
     augment_tokens,
     random_deletion,

@@ -1,4 +1,4 @@
-"""aigc_lib.batching：补齐、组批、长度分桶采样器、make_loader。
+"""aigc_lib.data.batching：补齐、组批、长度分桶采样器、make_loader。
 
 参照物是逐条的暴力计算（Python 列表），在很多随机输入上对照。
 """
@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from aigc_lib.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
+from aigc_lib.data.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
 
 
 def random_sequences(rng: random.Random, n: int, max_len: int = 30, vocab: int = 100, allow_empty: bool = True):

@@ -178,7 +178,7 @@ def test_jupyterlab_runs_setup_chapter_without_errors(browser, tmp_path):
 @pytest.fixture
 def site_server(tmp_path):
     """生成只有 00 和 02 两章的网站，用 http.server 在本机的一个空闲端口上提供它。"""
-    from aigc_lib.course_site import build_site
+    from aigc_lib.course.site import build_site
 
     site = tmp_path / "site"
     build_site(REPO / "chapters", site, only=["00", "02"])

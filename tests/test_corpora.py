@@ -1,4 +1,4 @@
-"""aigc_lib.corpora：两份语料的划分、BMES/BIO 工具、read_text 与 load_labeled。"""
+"""aigc_lib.data.corpora：两份语料的划分、BMES/BIO 工具、read_text 与 load_labeled。"""
 
 import codecs
 import csv
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
-from aigc_lib import corpora
-from aigc_lib.corpora import (
+from aigc_lib.data import corpora
+from aigc_lib.data.corpora import (
     SPLITS,
     bio_entities,
     bmes_labels,
@@ -32,7 +32,7 @@ from aigc_lib.corpora import (
     read_text,
     review_stats,
 )
-from aigc_lib.text import clean_text
+from aigc_lib.data.text import clean_text
 
 HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 
@@ -41,7 +41,7 @@ def fingerprint():
     """两份语料所有划分的 SHA-256。自成一体（导入都写在函数里），好把源码原样交给新进程运行。"""
     import hashlib
 
-    from aigc_lib.corpora import SPLITS, load_peoples_daily, load_reviews
+    from aigc_lib.data.corpora import SPLITS, load_peoples_daily, load_reviews
 
     digest = hashlib.sha256()
     for split in SPLITS:

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from aigc_lib import course, course_site
+from aigc_lib.course import run as course, site as course_site
 from aigc_lib.cli import main
 
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"

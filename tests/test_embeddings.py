@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aigc_lib.models.embeddings import GloVe, SkipGram, glove_step, negative_table, skipgram_step
-from aigc_lib.wordvectors import (
+from aigc_lib.data.wordvectors import (
     TensorBatches,
     WordVectors,
     build_vocab,
@@ -216,7 +216,7 @@ def test_sgns_update_equals_autograd_sgd_step():
 
 
 def test_skipgram_through_fit_learns_topics():
-    from aigc_lib.training import fit
+    from aigc_lib.core.training import fit
 
     torch.manual_seed(0)
     sentences = topic_corpus(n_sentences=200)
@@ -297,7 +297,7 @@ def test_glove_loss_matches_formula():
 
 
 def test_glove_through_fit_learns_topics():
-    from aigc_lib.training import fit
+    from aigc_lib.core.training import fit
 
     torch.manual_seed(0)
     sentences = topic_corpus(seed=2)

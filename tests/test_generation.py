@@ -20,7 +20,7 @@ from aigc_lib.generation import (
     top_p_filter,
 )
 from aigc_lib.models import GPTLanguageModel, LSTMLanguageModel
-from aigc_lib.text import Vocab
+from aigc_lib.data.text import Vocab
 
 
 class MarkovModel(nn.Module):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from aigc_lib.batching import pad_batch
+from aigc_lib.data.batching import pad_batch
 from aigc_lib.models import layers
 from aigc_lib.models.layers import check_lengths, check_token_ids, length_mask
 from aigc_lib.models.rnn import KerasStyleLSTM, RNNClassifier

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aigc_lib.models import GPTBlock, GPTLanguageModel, KVCache, LSTMLanguageModel, LSTMState
 from aigc_lib.models.transformer import causal_mask
-from aigc_lib.training import fit
+from aigc_lib.core.training import fit
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ATOL = {"cpu": 1e-5, "cuda": 1e-4}

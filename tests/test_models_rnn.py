@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from aigc_lib.batching import pad_batch
+from aigc_lib.data.batching import pad_batch
 from aigc_lib.models.rnn import KerasStyleLSTM, RNNCell, RNNClassifier, unroll
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

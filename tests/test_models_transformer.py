@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aigc_lib.batching import pad_batch
+from aigc_lib.data.batching import pad_batch
 from aigc_lib.models.transformer import (
     LearnedPositions,
     MultiHeadAttention,

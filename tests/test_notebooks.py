@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aigc_lib.course_site import parse_headline
+from aigc_lib.course.site import parse_headline
 
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))

@@ -186,7 +186,7 @@ def test_config_rebuilds_model_and_pretrained_embeddings_are_used():
 
 def test_tagger_trains_through_fit_with_tagger_step():
     """训练引擎 fit 用 step=tagger_step 训练，损失下降、能记住这一小批。"""
-    from aigc_lib.training import fit
+    from aigc_lib.core.training import fit
 
     torch.manual_seed(0)
     tokens, lengths, tags = make_batch(3)

@@ -99,7 +99,7 @@ def test_lm_errors_are_clear(runs, tmp_path, capsys):
     assert main(["train", "--task", "lm", "--model", "gpt", "--out", str(tmp_path), "--pooling", "max"]) == 2
     assert "不使用参数 --pooling" in capsys.readouterr().err
     # 不是语言模型的运行目录：说明 generate 只用于 lm
-    from aigc_lib.checkpoint import save_checkpoint
+    from aigc_lib.core.checkpoint import save_checkpoint
     from aigc_lib.models import RNNClassifier
 
     classifier = RNNClassifier(10, kind="gru", embed_dim=4, hidden_dim=4)

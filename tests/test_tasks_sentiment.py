@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from aigc_lib.models import RNNClassifier
-from aigc_lib.wordvectors import train_skipgram_fast
-from aigc_lib.runtime import seed_everything
+from aigc_lib.data.wordvectors import train_skipgram_fast
+from aigc_lib.core.runtime import seed_everything
 from aigc_lib.tasks.base import TaskError
 from aigc_lib.tasks.sentiment import SentimentTask
 from aigc_lib.tasks.sentiment.task import _train_tokens

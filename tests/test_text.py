@@ -1,4 +1,4 @@
-"""aigc_lib.text：每个清洗步骤、切分、preprocess 生成器和 Vocab。
+"""aigc_lib.data.text：每个清洗步骤、切分、preprocess 生成器和 Vocab。
 
 每个步骤都在大量随机输入上与一个独立的参考答案比较：参考答案来自构造过程本身（我们知道往文本里
 插了什么）、标准库（html、unicodedata、str.split）或逐字的暴力写法。
@@ -16,8 +16,8 @@ import jieba
 import pytest
 import torch
 
-from aigc_lib import corpora
-from aigc_lib.text import (
+from aigc_lib.data import corpora
+from aigc_lib.data.text import (
     KEEP_FULL_WIDTH,
     Vocab,
     clean_text,

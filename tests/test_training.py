@@ -10,9 +10,9 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from aigc_lib.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint, unwrap_model
-from aigc_lib.runtime import seed_everything
-from aigc_lib.training import (
+from aigc_lib.core.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint, unwrap_model
+from aigc_lib.core.runtime import seed_everything
+from aigc_lib.core.training import (
     FitOptions,
     History,
     NonFiniteLossError,

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from aigc_lib import distributed
-from aigc_lib.training import steps_per_epoch
+from aigc_lib.core import distributed
+from aigc_lib.core.training import steps_per_epoch
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
@@ -141,7 +141,7 @@ def test_sharded_loaders_are_disjoint_equal_sized_and_match_batches_per_rank(see
 
 
 def test_loaders_already_split_by_rank_are_left_alone():
-    from aigc_lib.batching import BucketBatchSampler
+    from aigc_lib.data.batching import BucketBatchSampler
 
     data = TensorDataset(torch.arange(20), torch.zeros(20))
     ctx = FakeContext(rank=1, world_size=2)

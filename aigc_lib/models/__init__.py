@@ -10,7 +10,7 @@
 * 语言模型 ``LSTMLanguageModel``、``GPTLanguageModel``：``model(tokens, cache=None) -> logits (B, T, V)``；
   ``model.context_len`` 是最长的上下文（LSTM 为 None，不限）。
 
-``tokens`` 右侧用 padding_idx（默认 0）补齐，``lengths`` 是每句的真实长度（见 ``aigc_lib.batching``）。
+``tokens`` 右侧用 padding_idx（默认 0）补齐，``lengths`` 是每句的真实长度（见 ``aigc_lib.data.batching``）。
 
 **空句子（长度 0）在每个家族里都报同一个错**：``ValueError``，说出是批里第几条，请在组批前过滤掉。
 不把它悄悄当成 1 个补齐词来读。检查由 ``layers.check_lengths`` 统一完成；词编号越界由
@@ -18,7 +18,7 @@
 （环境变量 ``AIGC_DEBUG=1``）时看数值，免得 GPU 每一批都停下来同步；RNN 家族和标注器的长度本来就在
 CPU 上，所以总会检查。细节见 ``aigc_lib/models/layers.py`` 开头。
 
-词向量的训练数据、快速训练和文件读写在 :mod:`aigc_lib.wordvectors`，这里只有 ``SkipGram``、``GloVe`` 模块。
+词向量的训练数据、快速训练和文件读写在 :mod:`aigc_lib.data.wordvectors`，这里只有 ``SkipGram``、``GloVe`` 模块。
 """
 
 from .layers import check_lengths, check_token_ids, length_mask, make_embedding

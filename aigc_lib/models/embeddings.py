@@ -2,7 +2,7 @@
 
 这里的模型只接收张量（词编号、共现计数），不关心语料怎么来；从句子建词表、编码语料、
 取 (中心词, 上下文词) 对、手写梯度的快速训练、共现统计和词向量的查询与读写都在
-:mod:`aigc_lib.wordvectors` 里。
+:mod:`aigc_lib.data.wordvectors` 里。
 
 读法（从上到下）：
 
@@ -11,7 +11,7 @@
    可以交给训练引擎（``skipgram_step``）；
 3. ``GloVe`` 模块：加权最小二乘，让点积拟合 log 共现次数（``glove_step``）。
 
-训练完用 ``model.vectors()`` 取出 (V, D) 的词向量，交给 ``aigc_lib.wordvectors.WordVectors`` 查近邻::
+训练完用 ``model.vectors()`` 取出 (V, D) 的词向量，交给 ``aigc_lib.data.wordvectors.WordVectors`` 查近邻::
 
     vectors = WordVectors(words, model.vectors())
 """
@@ -153,7 +153,7 @@ class GloVe(nn.Module):
     参数：vocab_size, dim，以及 x_max（默认 100）、alpha（默认 0.75），与原文相同。
     最终的词向量按原文建议取 w + w~。
 
-    例（``cooccurrence`` 在 :mod:`aigc_lib.wordvectors` 里）::
+    例（``cooccurrence`` 在 :mod:`aigc_lib.data.wordvectors` 里）::
 
         rows, cols, counts = cooccurrence(ids, sentence_ids, window=10)
         model = GloVe(len(words), 100)

@@ -61,7 +61,7 @@ def check_token_ids(tokens: torch.Tensor, vocab_size: int) -> None:
     "device-side assert triggered"，而且之后整个 CUDA 进程都不能再用。
     """
     if tokens.dtype not in (torch.long, torch.int):
-        raise TypeError(f"tokens 的类型是 {tokens.dtype}，应为 torch.long。请用 aigc_lib.batching 组批，或 tokens.long()。")
+        raise TypeError(f"tokens 的类型是 {tokens.dtype}，应为 torch.long。请用 aigc_lib.data.batching 组批，或 tokens.long()。")
     if tokens.numel() == 0 or not _should_inspect(tokens):
         return
     low, high = int(tokens.min()), int(tokens.max())
@@ -94,7 +94,7 @@ def check_lengths(lengths: torch.Tensor, total_len: int) -> None:
     if longest > total_len:
         raise ValueError(
             f"lengths 里有 {longest}，但 tokens 每行只有 {total_len} 个位置。"
-            "lengths 应是补齐前每句的真实长度；请用 aigc_lib.batching.pad_batch 组批。"
+            "lengths 应是补齐前每句的真实长度；请用 aigc_lib.data.batching.pad_batch 组批。"
         )
 
 

@@ -4,7 +4,7 @@
 
     logits = model(tokens, lengths)      # tokens (B, T) long, lengths (B,) long -> (B, num_classes)
 
-``tokens`` 右侧用 padding_idx（默认 0）补齐，``lengths`` 是每句的真实长度（见 ``aigc_lib.batching``）。
+``tokens`` 右侧用 padding_idx（默认 0）补齐，``lengths`` 是每句的真实长度（见 ``aigc_lib.data.batching``）。
 补齐的位置不会进入循环状态：前向时用 ``pack_padded_sequence`` 把它们跳过，所以同一句话无论补了多少个
 0、和谁放在一批，输出都一样。
 

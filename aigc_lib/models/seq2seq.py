@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generation import beam_search_batch
-from ..runtime import eval_mode
+from ..core.runtime import eval_mode
 from .layers import check_token_ids, length_mask
 from .transformer import KVCache, MultiHeadAttention, SinusoidalPositions, TransformerEncoderLayer
 

@@ -24,12 +24,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..distributed import launched_by_torchrun
-from ..optim import decay_param_groups
-from ..runtime import device as pick_device
-from ..runtime import seed_everything
-from ..training import fit, steps_per_epoch, warmup_cosine
+from ..core.checkpoint import load_checkpoint
+from ..core.distributed import launched_by_torchrun
+from ..core.optim import decay_param_groups
+from ..core.runtime import device as pick_device
+from ..core.runtime import seed_everything
+from ..core.training import fit, steps_per_epoch, warmup_cosine
 from .sizes import SizeField, build_sizes
 
 

@@ -24,7 +24,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, Literal
 
-from ..runtime import pick
+from ..core.runtime import pick
 
 
 def size(help: str, default: Any = MISSING, *, smoke: Any = MISSING, cpu: Any = MISSING, gpu: Any = MISSING,
@@ -32,7 +32,7 @@ def size(help: str, default: Any = MISSING, *, smoke: Any = MISSING, cpu: Any = 
     """声明一个尺寸字段：``help`` 是中文说明（也是 ``--help`` 里的那一行）。
 
     默认值二选一：``default`` 各档位相同；或 ``smoke=``、``cpu=``（``gpu=`` 省略时同 cpu），构造 dataclass
-    时才用 :func:`~aigc_lib.runtime.pick` 按当前档位选。``at_least`` / ``above`` / ``below`` 是取值范围
+    时才用 :func:`~aigc_lib.core.runtime.pick` 按当前档位选。``at_least`` / ``above`` / ``below`` 是取值范围
     （>=、>、<），命令行和 Python 里给的值都按它检查。
     """
     metadata = {"help": help, "at_least": at_least, "above": above, "below": below}

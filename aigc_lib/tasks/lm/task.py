@@ -1,6 +1,6 @@
 """字符级语言模型：在《人民日报》1998 年 1 月的文本上学"下一个字是什么"，然后用它写文章。
 
-数据：:func:`~aigc_lib.corpora.load_peoples_daily` 的每一句把词拼回原文，句与句之间用换行 ``\\n`` 隔开，
+数据：:func:`~aigc_lib.data.corpora.load_peoples_daily` 的每一句把词拼回原文，句与句之间用换行 ``\\n`` 隔开，
 连成一长串字；字表只由训练集建（``min_freq`` 以下的字变成 ``<unk>``）。再把这串字切成首尾相接、
 长 ``context_len`` 的片段：输入 x 是片段，目标 y 是同一片段右移一个字。
 
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from ...corpora import load_peoples_daily
+from ...data.corpora import load_peoples_daily
 from ...generation import beam_search, generate
 from ...models import GPTLanguageModel, LSTMLanguageModel
-from ...text import Vocab
+from ...data.text import Vocab
 from ..base import ModelSpec, Task, TaskError
 from ..sizes import Sizes, size
 

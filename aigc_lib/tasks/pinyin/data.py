@@ -13,7 +13,7 @@
      比逐字注音准确得多。不带声调，ü 写成 v（"绿" -> ``lv``），与拼音输入法的键入方式相同。
 
 一个字正好对应一个音节，所以源序列和目标序列等长、逐位对齐。划分沿用
-:func:`~aigc_lib.corpora.load_peoples_daily` 的句子划分，测试集的句子从没在训练里出现过
+:func:`~aigc_lib.data.corpora.load_peoples_daily` 的句子划分，测试集的句子从没在训练里出现过
 （但"新华社北京"这种常见小句会在两边都出现，与真实输入法的情形一样）。
 
 本模块还提供字准确率 :func:`char_accuracy`，以及把平行语料变成 seq2seq 批次的 :func:`seq2seq_collate`。
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from ...corpora import load_peoples_daily
+from ...data.corpora import load_peoples_daily
 
 _HAN = re.compile(r"[\u4e00-\u9fff]+")  # CJK 统一汉字基本区：常用汉字都在这里
 _SYLLABLE = re.compile(r"[a-z]+")
@@ -130,7 +130,7 @@ def pinyin_pairs(split: str = "train", min_chars: int = 2, max_chars: int = 20, 
 
     第一次调用要给十几万个小句注音（训练集要十几秒），结果缓存在内存里。
     ``limit``：只要前这么多对（0 或 None 表示全部）。
-    ``path``：换成你自己的同格式语料（见 :func:`~aigc_lib.corpora.load_peoples_daily`）。
+    ``path``：换成你自己的同格式语料（见 :func:`~aigc_lib.data.corpora.load_peoples_daily`）。
     """
     key = None if path is None else str(Path(path).resolve())
     return [(list(s), t) for s, t in _cached_pairs(split, min_chars, max_chars, limit or None, key)]

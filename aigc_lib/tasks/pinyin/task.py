@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ...batching import make_loader
+from ...data.batching import make_loader
 from ...metrics import accuracy, bleu
 from ...models.seq2seq import Seq2SeqTransformer
-from ...text import Vocab
+from ...data.text import Vocab
 from ..base import ModelSpec, Task, TaskError
 from ..sizes import Sizes, size
 from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate

@@ -1,4 +1,4 @@
-"""情感分类：评论 -> 正面 / 负面。数据是 :func:`~aigc_lib.corpora.load_reviews` 去重后的划分。
+"""情感分类：评论 -> 正面 / 负面。数据是 :func:`~aigc_lib.data.corpora.load_reviews` 去重后的划分。
 
 模型家族：``rnn``、``lstm``、``gru``（:class:`~aigc_lib.models.RNNClassifier`）和 ``transformer``
 （:class:`~aigc_lib.models.TransformerClassifier`），调用方式都是 ``model(tokens, lengths) -> logits``。
@@ -16,12 +16,12 @@ from typing import Literal
 
 import torch
 
-from ...batching import make_loader
-from ...corpora import load_reviews
+from ...data.batching import make_loader
+from ...data.corpora import load_reviews
 from ...metrics import accuracy, precision_recall_f1
 from ...models import RNNClassifier, TransformerClassifier
-from ...wordvectors import train_skipgram_fast
-from ...text import Vocab, clean_text, tokenize
+from ...data.wordvectors import train_skipgram_fast
+from ...data.text import Vocab, clean_text, tokenize
 from ..base import ModelSpec, Task, _is_main_process
 from ..sizes import Sizes, size
 
@@ -99,7 +99,7 @@ def _train_tokens(sizes: dict) -> list[tuple[str, ...]]:
 
 def pretrained_vectors(sizes: dict, artifacts: dict) -> torch.Tensor | None:
     """``pretrain_epochs`` 大于 0 时：在训练集的文本上（不用标签）训练 skip-gram 词向量，
-    按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.wordvectors.WordVectors.embedding_matrix`）。
+    按词表顺序拼成嵌入层的初始值（:meth:`~aigc_lib.data.wordvectors.WordVectors.embedding_matrix`）。
 
     只用训练集，验证集和测试集的文本一个字也不看。单线程训练，同一个种子（``aigc train --seed``）
     得到同样的向量；torchrun 的每个进程因此也得到同样的初始值。

@@ -25,11 +25,11 @@ import torch
 
 from dataclasses import dataclass
 
-from ...batching import make_loader, pad_batch
-from ...corpora import bio_entities, bmes_labels, bmes_to_words, load_peoples_daily
+from ...data.batching import make_loader, pad_batch
+from ...data.corpora import bio_entities, bmes_labels, bmes_to_words, load_peoples_daily
 from ...metrics import bio_to_spans, entity_prf, segmentation_prf, token_accuracy
 from ...models import BiLSTMTagger
-from ...text import Vocab
+from ...data.text import Vocab
 from ..base import ModelSpec, Task, TaskError
 from ..sizes import Sizes, size
 
@@ -54,7 +54,7 @@ def sentence_tags(sentence, scheme: str) -> tuple[list[str], list[str]]:
     """一句 ``[(词, 词性), ...]`` -> ``(字的列表, 每个字的标签)``，两者等长。
 
     ``scheme``：``"segment"`` 用 BMES；``"pos"`` 每个词的第一个字 ``B-词性``、其余 ``I-词性``；
-    ``"ner"`` 用 BIO 实体标签（人名 PER、地名 LOC、机构名 ORG，见 :func:`~aigc_lib.corpora.bio_entities`）。
+    ``"ner"`` 用 BIO 实体标签（人名 PER、地名 LOC、机构名 ORG，见 :func:`~aigc_lib.data.corpora.bio_entities`）。
 
     >>> sentence_tags([("江", "nr"), ("泽民", "nr"), ("访问", "v")], "pos")
     (['江', '泽', '民', '访', '问'], ['B-nr', 'B-nr', 'I-nr', 'B-v', 'I-v'])

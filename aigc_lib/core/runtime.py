@@ -177,7 +177,7 @@ def describe() -> dict:
     else:
         info["GPU"] = "无"
     try:  # describe() 顺便报告字体；runtime 本身不依赖 matplotlib
-        from .plotting import chinese_font_name
+        from ..plotting import chinese_font_name
 
         info["中文字体"] = chinese_font_name() or "未找到"
     except ImportError:

@@ -169,7 +169,7 @@ def load_reviews(split: str = "train") -> list[tuple[str, int]]:
     """评论情感语料的一份：``[(text, label), ...]``，label 为 1（正面）或 0（负面）。
 
     处理步骤（统计数字见 :func:`review_stats`）：
-    1. 每行用 :func:`~aigc_lib.text.clean_text` 清洗，清洗后为空的丢掉；
+    1. 每行用 :func:`~aigc_lib.data.text.clean_text` 清洗，清洗后为空的丢掉；
     2. 丢掉抓取来的非评论文字（网站导航、商家回复、广告、只有小标题的碎片 …，见 :func:`find_boilerplate`）；
     3. 完全相同的 (文本, 标签) 只留第一条——原始文件里约一半的行是重复的；
     4. 同一文本既标正面又标负面的，两条都丢掉（无法知道哪个对）；

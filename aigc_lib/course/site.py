@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .course import PROFILES, CourseError, chapter_number, find_chapters, select_chapters
+from .run import PROFILES, CourseError, chapter_number, find_chapters, select_chapters
 
 # ----------------------------------------------------------------------------------------------
 # aigc course build：离线网站

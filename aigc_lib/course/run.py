@@ -1,4 +1,4 @@
-"""``aigc course run``：按顺序执行所有章节，每章计时，最后打印汇总表；生成离线网站见 :mod:`aigc_lib.course_site`。
+"""``aigc course run``：按顺序执行所有章节，每章计时，最后打印汇总表；生成离线网站见 :mod:`aigc_lib.course.site`。
 
 老师上课前在 GPU 机器上刷新 notebook 里提交的输出，再生成一个不联网也能打开的网站和幻灯片::
 
@@ -209,8 +209,8 @@ def run_course(chapters_dir: str | Path = "chapters", profile: str | None = None
     """
     import nbformat
 
-    from .plotting import progress
-    from .runtime import profile as current_profile
+    from ..plotting import progress
+    from ..core.runtime import profile as current_profile
 
     try:
         profile = profile or current_profile()

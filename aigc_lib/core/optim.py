@@ -3,7 +3,7 @@
 每个优化器都是 ``torch.optim.Optimizer`` 的子类，参数名和默认值与 ``torch.optim`` 里的同名类一样，
 所以两者可以互换（``param_groups``、``zero_grad``、``state_dict``/``load_state_dict`` 都从父类继承）::
 
-    from aigc_lib.optim import Adam
+    from aigc_lib.core.optim import Adam
     opt = Adam(model.parameters(), lr=1e-3)          # 与 torch.optim.Adam 用法完全相同
     loss.backward(); opt.step(); opt.zero_grad()
 

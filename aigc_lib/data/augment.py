@@ -2,7 +2,7 @@
 
 训练数据太少时，模型会背下训练集。对每条训练文本做几处小改动、标签不变，就得到“新”样本::
 
-    from aigc_lib.augment import augment_tokens, augment_dataset
+    from aigc_lib.data.augment import augment_tokens, augment_dataset
 
     augment_tokens(["这家", "餐厅", "的", "菜", "很", "好吃"], ops=("swap", "delete"), seed=0)
     augment_tokens("这家餐厅的菜很好吃", ops=("delete",), seed=1)   # 字符串按字切分，返回字符串

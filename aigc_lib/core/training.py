@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .history import History, _infer_mode
-from .plotting import progress, progress_mode
+from ..plotting import progress, progress_mode
 from .schedules import warmup_cosine, warmup_linear  # noqa: F401  （从 training 也能导入调度器）
 
 

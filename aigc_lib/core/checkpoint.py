@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-FORMAT = "aigc_lib.checkpoint/1"
+FORMAT = "aigc_lib.core.checkpoint/1"
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel 和 torch.compile 加的前缀
 
 

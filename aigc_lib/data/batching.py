@@ -16,7 +16,7 @@ label 是类别编号。一个批是三元组 ``(tokens, lengths, labels)``::
 
 典型用法::
 
-    from aigc_lib.batching import EncodedDataset, make_loader
+    from aigc_lib.data.batching import EncodedDataset, make_loader
     train = EncodedDataset(train_ids, train_labels)
     loader = make_loader(train, batch_size=64, shuffle=True)      # 训练：打乱 + 分桶
     for tokens, lengths, labels in loader:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .models.embeddings import negative_sampling_loss, negative_table
+from ..models.embeddings import negative_sampling_loss, negative_table
 
 
 # ---------------------------------------------------------------------------
