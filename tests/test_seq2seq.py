@@ -116,13 +116,28 @@ def test_future_target_tokens_do_not_change_earlier_logits(aligned):
             assert not torch.allclose(other[:, t:], logits[:, t:])  # 之后的位置确实看得到改动
 
 
-def test_attention_weights_are_returned_for_heatmaps():
+def test_attention_weights_come_from_their_own_method():
     model = tiny_model(3)
     src, lengths, tgt_in, _ = seq2seq_collate([([4, 5, 6], [7, 8]), ([9], [10, 11, 12])])
-    logits, attention = model(src, lengths, tgt_in, return_attention=True)
-    torch.testing.assert_close(logits, model(src, lengths, tgt_in), atol=1e-5, rtol=1e-4)
-    assert len(attention["cross"]) == 2 and attention["cross"][0].shape == (2, 2, 4, 3)
+    logits = model(src, lengths, tgt_in)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 4, 13)  # forward 只返回 logits
+    attention = model.attention_weights(src, lengths, tgt_in)
+    assert [len(attention[k]) for k in ("encoder", "self", "cross")] == [2, 2, 2]
+    assert attention["encoder"][0].shape == (2, 2, 3, 3) and attention["self"][0].shape == (2, 2, 4, 4)
+    assert attention["cross"][0].shape == (2, 2, 4, 3)
+    for weights in attention["encoder"] + attention["self"] + attention["cross"]:
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))  # 每行是一个分布
     assert torch.all(attention["cross"][-1][1, :, :, 1:] == 0)  # 第二句只有 1 个源位置
+    assert torch.all(attention["self"][0].triu(1) == 0)  # 解码器只看已经写出的位置
+
+
+def test_empty_sources_raise_the_same_error_as_every_other_family():
+    model = tiny_model(5)
+    src, lengths, tgt_in, _ = seq2seq_collate([([4, 5], [6, 7]), ([], [8]), ([9], [10])])
+    with pytest.raises(ValueError, match="这批第 1 条（从 0 数）是空句子"):
+        model(src, lengths, tgt_in)
+    with pytest.raises(ValueError, match="空句子"):
+        model.greedy_decode(src, lengths)
 
 
 def test_config_rebuilds_the_model_and_errors_are_clear():

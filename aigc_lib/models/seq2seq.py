@@ -37,7 +37,7 @@ from torch import nn
 
 from ..generation import beam_search_batch
 from ..core.runtime import eval_mode
-from .layers import check_token_ids, length_mask
+from .layers import check_lengths, check_token_ids, length_mask
 from .transformer import KVCache, MultiHeadAttention, SinusoidalPositions, TransformerEncoderLayer
 
 
@@ -136,8 +136,8 @@ class Seq2SeqTransformer(nn.Module):
 
     ``model(src, src_lengths, tgt_in) -> logits (B, T, tgt_vocab_size)``（训练）；解码见 :meth:`greedy_decode`、
     :meth:`beam_search` 和 :class:`Seq2SeqDecoder`；
-    ``return_attention=True`` 时返回 ``(logits, {"encoder": [...], "self": [...], "cross": [...]})``，
-    每项是各层的注意力权重，交叉注意力是 (B, H, T, S)：行 = 目标位置，列 = 源位置，用来画热力图。
+    注意力权重（画热力图用）由 :meth:`attention_weights` 单独给出，``forward`` 总是只返回 logits。
+    空的源序列（长度 0）与其他模型家族一样报错（见 :func:`~aigc_lib.models.layers.check_lengths`）。
 
     >>> model = Seq2SeqTransformer(10, 12, d_model=16, num_heads=2).eval()
     >>> src, lengths, tgt_in = torch.tensor([[4, 5, 6]]), torch.tensor([3]), torch.tensor([[2, 7, 8]])
@@ -210,20 +210,24 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"{what}长 {T}，超过了模型的 context_len={self.context_len}。"
                              "请截断输入，或用更大的 context_len 构造模型。")
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, return_attention: bool = False):
-        """源序列 -> ``(memory (B, S, C), memory_padding_mask (B, S))``（以及各层自注意力权重）。"""
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """源序列 -> ``(memory (B, S, C), memory_padding_mask (B, S))``，mask 里 True = 补齐。"""
+        memory, padding, _ = self._encode(src, src_lengths, need_weights=False)
+        return memory, padding
+
+    def _encode(self, src, src_lengths, need_weights: bool):
         check_token_ids(src, self.src_embedding.num_embeddings)
         B, S = src.shape
         self._check_length(S, "源序列")
-        lengths = torch.as_tensor(src_lengths, device=src.device).clamp(min=1, max=S)  # 空序列当作 1 个补齐词
+        lengths = torch.as_tensor(src_lengths, device=src.device)
+        check_lengths(lengths, S)
         padding = ~length_mask(lengths, S)  # (B, S)，True = 补齐
         x = self.dropout(self.positions(self.src_embedding(src) * math.sqrt(self.d_model)))  # (B, S, C)
         weights = []
         for layer in self.encoder_layers:
-            x, w = layer(x, key_padding_mask=padding, need_weights=return_attention)
+            x, w = layer(x, key_padding_mask=padding, need_weights=need_weights)
             weights.append(w)
-        memory = self.encoder_norm(x)  # (B, S, C)
-        return (memory, padding, weights) if return_attention else (memory, padding)
+        return self.encoder_norm(x), padding, weights  # memory (B, S, C)
 
     def new_cache(self, memory: torch.Tensor) -> Seq2SeqCache:
         """解码用的空缓存：自注意力最多存 context_len 个位置；交叉注意力的 k、v 由 memory (B, S, C) 现在就算好。"""
@@ -232,12 +236,15 @@ class Seq2SeqTransformer(nn.Module):
         return Seq2SeqCache(self_attention, [layer.memory_keys_values(memory) for layer in self.decoder_layers])
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor,
-               return_attention: bool = False, cache: Seq2SeqCache | None = None, last_only: bool = False):
+               cache: Seq2SeqCache | None = None, last_only: bool = False) -> torch.Tensor:
         """已写出的目标前缀 tgt_in (B, T) + 编码结果 -> 每个位置的下一个词的 logits (B, T, V)。
 
         带 ``cache``（:meth:`new_cache`）时 tgt_in 只是新写的几个词，它们的位置从 ``cache.length`` 接着编号，
         自注意力的 k、v 存进缓存。``last_only=True`` 时只算最后一个位置的 logits (B, 1, V)。
         """
+        return self._decode(tgt_in, memory, memory_padding_mask, False, cache, last_only)[0]
+
+    def _decode(self, tgt_in, memory, memory_padding_mask, need_weights: bool, cache=None, last_only=False):
         check_token_ids(tgt_in, self.tgt_embedding.num_embeddings)
         T = tgt_in.size(1)
         start = 0 if cache is None else cache.length
@@ -252,7 +259,7 @@ class Seq2SeqTransformer(nn.Module):
         y = self.dropout(y)
         self_weights, cross_weights = [], []
         for i, layer in enumerate(self.decoder_layers):
-            y, sw, cw = layer(y, memory, memory_padding_mask, need_weights=return_attention, cache=cache, layer=i)
+            y, sw, cw = layer(y, memory, memory_padding_mask, need_weights=need_weights, cache=cache, layer=i)
             self_weights.append(sw)
             cross_weights.append(cw)
         if cache is not None:
@@ -260,17 +267,23 @@ class Seq2SeqTransformer(nn.Module):
         y = self.decoder_norm(y)
         if last_only:
             y = y[:, -1:]  # (B, 1, C)：解码时只要最后一个位置
-        logits = self.head(y)  # (B, T, V)
-        return (logits, self_weights, cross_weights) if return_attention else logits
+        return self.head(y), self_weights, cross_weights  # logits (B, T, V)
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-                return_attention: bool = False):
-        if not return_attention:
-            memory, padding = self.encode(src, src_lengths)
-            return self.decode(tgt_in, memory, padding)
-        memory, padding, encoder_weights = self.encode(src, src_lengths, return_attention=True)
-        logits, self_weights, cross_weights = self.decode(tgt_in, memory, padding, return_attention=True)
-        return logits, {"encoder": encoder_weights, "self": self_weights, "cross": cross_weights}
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """``(src (B, S), src_lengths (B,), tgt_in (B, T)) -> logits (B, T, tgt_vocab_size)``（老师强制）。"""
+        memory, padding = self.encode(src, src_lengths)
+        return self.decode(tgt_in, memory, padding)
+
+    @torch.no_grad()
+    def attention_weights(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> dict:
+        """与 ``forward`` 同样的输入 -> 各层的注意力权重 ``{"encoder": [...], "self": [...], "cross": [...]}``。
+
+        编码器自注意力 (B, H, S, S)、解码器自注意力 (B, H, T, T)、交叉注意力 (B, H, T, S)：
+        行 = 正在写的位置，列 = 被看的位置，用来画热力图。
+        """
+        memory, padding, encoder = self._encode(src, src_lengths, need_weights=True)
+        _, self_weights, cross_weights = self._decode(tgt_in, memory, padding, need_weights=True)
+        return {"encoder": encoder, "self": self_weights, "cross": cross_weights}
 
     # ---------------------------------------------------------------- 解码
 
