@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 COMMANDS = ("train", "evaluate", "predict", "generate", "course")
+MAX_NEW_TOKENS = 10_000  # aigc generate 一次最多写这么多字：再多就该分几次写，而不是让终端卡住
 COURSE_COMMANDS = ("run", "build")
 
 
@@ -36,11 +37,22 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def _value(kind: type, flag: str, *, at_least=None, above=None, choices: tuple = ()):
-    """``type=`` 回调：按类型、范围或可选值检查一个参数值（与尺寸字段用同一套检查）。"""
+def _value(kind: type, flag: str, *, at_least=None, above=None, at_most=None, choices: tuple = ()):
+    """``type=`` 回调：按类型、范围或可选值检查一个参数值（与尺寸字段用同一套检查；数值还必须是有限的）。"""
     from .tasks.sizes import SizeField
 
-    return SizeField(flag.lstrip("-").replace("-", "_"), kind, choices, at_least, above).parse
+    return SizeField(flag.lstrip("-").replace("-", "_"), kind, choices, at_least, above, at_most=at_most).parse
+
+
+def _device(text: str) -> str:
+    """``--device`` 的 ``type=`` 回调：设备名写错、或本机没有这个设备时，在做任何事之前报错。"""
+    from .core.runtime import device
+
+    try:
+        device(text)
+    except (ValueError, RuntimeError) as error:
+        raise argparse.ArgumentTypeError(f"参数 --device：{str(error).rstrip('。')}") from None
+    return text
 
 
 def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
@@ -82,7 +94,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
         p = new(f"aigc {name}", f"aigc {name} {usage}", description,
                 make=lambda **kw: sub.add_parser(name, help=help_text, **kw))
         group = options(p)
-        group.add_argument("--device", default=None, help="cpu、cuda、cuda:1、mps；默认自动选择")
+        group.add_argument("--device", default=None, type=_device, help="cpu、cuda、cuda:1、mps；默认自动选择")
         return p, group
 
     train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]",
@@ -121,17 +133,17 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                      "例：aigc generate runs/gpt \"今天\" --max-new-tokens 60 --top-p 0.9 --seed 1")
     group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
     group.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
-    group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=0), default=100,
-                       help="最多生成多少个字（默认 100）")
+    group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=1, at_most=MAX_NEW_TOKENS),
+                       default=100, help=f"最多生成多少个字（默认 100，最多 {MAX_NEW_TOKENS}）")
     flag(group, "--greedy", help="贪心：每步取概率最大的字")
-    group.add_argument("--temperature", type=_value(float, "--temperature"), default=1.0,
+    group.add_argument("--temperature", type=_value(float, "--temperature", above=0), default=1.0,
                        help="温度（默认 1.0；越小越保守）")
-    group.add_argument("--top-k", type=_value(int, "--top-k"), default=None, help="只在概率最大的 k 个字里采样")
-    group.add_argument("--top-p", type=_value(float, "--top-p"), default=None,
+    group.add_argument("--top-k", type=_value(int, "--top-k", at_least=1), default=None, help="只在概率最大的 k 个字里采样")
+    group.add_argument("--top-p", type=_value(float, "--top-p", above=0, at_most=1), default=None,
                        help="只在累计概率达到 p 的最小集合里采样")
-    group.add_argument("--repetition-penalty", type=_value(float, "--repetition-penalty"), default=1.0,
+    group.add_argument("--repetition-penalty", type=_value(float, "--repetition-penalty", above=0), default=1.0,
                        help="重复惩罚（> 1 压低出现过的字）")
-    group.add_argument("--beam", type=_value(int, "--beam"), default=None,
+    group.add_argument("--beam", type=_value(int, "--beam", at_least=1), default=None,
                        help="束宽：给了就用束搜索（确定的结果；--beam 1 等于贪心）")
     group.add_argument("--length-penalty", type=_value(float, "--length-penalty"), default=1.0,
                        help="束搜索的长度归一化指数 α")
@@ -356,6 +368,14 @@ def _parse(argv: list[str]):
         else:
             message = f"参数 {error.argument_name} 后面要跟一个值"
         raise UsageError(message, command) from None
+    # 选项写在句子（提示）前面时，argparse 把后面的句子留在 unknown 里：它们仍是句子，不是错误
+    words = [a for a in unknown if not a.startswith("-")]
+    if words and command == "predict":
+        args.texts += words
+        unknown = [a for a in unknown if a.startswith("-")]
+    elif len(words) == 1 and command == "generate" and args.run is not None and not args.prompt:
+        args.prompt = words[0]
+        unknown = [a for a in unknown if a.startswith("-")]
     if unknown:
         raise UsageError(f"不认识的参数：{' '.join(unknown)}", command)
     if args.command is None:
@@ -384,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
-        print(f"aigc {args.command}: 错误：{error}", file=sys.stderr)
+        print(f"aigc {args.command}：错误：{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("已中断。", file=sys.stderr)

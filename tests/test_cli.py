@@ -98,6 +98,12 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
         assert row["label"] in ("正面", "负面")
         assert 0.5 <= row["probability"] <= 1.0
         assert (row["label"] == "正面") == (row["positive_probability"] >= 0.5)
+    # 选项写在句子前面、中间也可以，句子的顺序不变
+    for argv in (["--json", "这本书很好看", "物流太慢了"], ["这本书很好看", "--json", "物流太慢了"]):
+        assert main(["predict", str(trained_run), *argv]) == 0
+        assert [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()] == rows
+    assert main(["predict", str(trained_run), "--json", "很好", "--no-such-flag"]) == 2
+    assert "不认识的参数：--no-such-flag" in capsys.readouterr().err
     gbk = tmp_path / "texts.txt"
     gbk.write_bytes("质量很好\n\n太差了，退货\n".encode("gbk"))
     assert main(["predict", str(trained_run), "--file", str(gbk)]) == 0
@@ -194,7 +200,7 @@ def _other_value(task, model, f):
     if f.choices:
         value = next(c for c in f.choices if c != default)
     elif f.kind is int:
-        value = default + 3
+        value = default * 2 if default else default + 3  # 翻倍：d_model 仍能被 num_heads 整除
     elif f.below is not None:
         value = 0.25 if default != 0.25 else 0.5
     else:
@@ -254,11 +260,74 @@ def test_a_flag_the_model_does_not_use_is_an_error(no_data, capsys):
     ("--train-limit", "-1", "参数 --train-limit 要大于等于 0 的整数，收到 -1"),
     ("--weight-decay", "-1", "参数 --weight-decay 要大于等于 0 的数，收到 -1.0"),
     ("--pooling", "sum", "参数 --pooling 只能是 last | mean | max，收到 'sum'"),
+    ("--pooling", "avg", "参数 --pooling 只能是 last | mean | max，收到 'avg'"),
+    ("--train-limit", "-790", "参数 --train-limit 要大于等于 0 的整数，收到 -790"),
+    ("--max-tokens", "0", "参数 --max-tokens 要大于等于 1 的整数，收到 0"),
+    ("--hidden-dim", "0", "参数 --hidden-dim 要大于等于 1 的整数，收到 0"),
+    ("--vocab-size", "1", "参数 --vocab-size 要大于等于 3 的整数，收到 1"),
+    ("--lr", "nan", "参数 --lr 要一个有限的数，收到 nan"),
+    ("--dropout", "inf", "参数 --dropout 要一个有限的数，收到 inf"),
+    ("--device", "tpu", "参数 --device：不认识的设备 'tpu'：请用 cpu、cuda、cuda:1 或 mps"),
 ])
 def test_out_of_range_values_fail_before_any_data_is_loaded(no_data, capsys, flag, value, expected):
     assert main(["train", "--task", "sentiment", "--model", "gru", "--out", "x", flag, value]) == 2
     err = capsys.readouterr().err
     assert err == f"aigc train：错误：{expected}。用 aigc train --help 查看用法。\n"
+
+
+def test_sizes_that_do_not_fit_together_fail_before_any_data_is_loaded(no_data, capsys):
+    """单看都合法、合在一起不行的：d_model 不能被头数整除（三个有注意力的任务都一样）。"""
+    for task, model in (("sentiment", "transformer"), ("lm", "gpt"), ("pinyin", "seq2seq")):
+        assert main(["train", "--task", task, "--model", model, "--out", "x", "--d-model", "30",
+                     "--num-heads", "4"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"aigc train：错误：参数 --d-model（30）要能被 --num-heads（4）整除") and "--d-model 28" in err
+        assert err.count("\n") == 1
+
+
+def test_device_and_mixed_precision_the_machine_cannot_run_fail_before_any_data_is_loaded(no_data, capsys):
+    if not torch.cuda.is_available():
+        assert main(["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--device", "cuda"]) == 2
+        assert "本机没有可用的 CUDA GPU" in capsys.readouterr().err
+        assert main(["evaluate", "x", "--device", "cuda:0"]) == 2  # 每个子命令的 --device 都先检查
+        assert "本机没有可用的 CUDA GPU" in capsys.readouterr().err
+    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--device", "cpu",
+                 "--amp", "fp16"]) == 2
+    assert "CPU 上的混合精度只能用 bf16 或 auto（命令行 --amp bf16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--temperature", "nan", "参数 --temperature 要一个有限的数，收到 nan"),
+    ("--temperature", "0", "参数 --temperature 要大于 0 的数，收到 0.0"),
+    ("--top-p", "0", "参数 --top-p 要(0, 1] 之间的数，收到 0.0"),
+    ("--top-p", "1.5", "参数 --top-p 要(0, 1] 之间的数，收到 1.5"),
+    ("--top-k", "0", "参数 --top-k 要大于等于 1 的整数，收到 0"),
+    ("--beam", "0", "参数 --beam 要大于等于 1 的整数，收到 0"),
+    ("--max-new-tokens", "0", f"参数 --max-new-tokens 要[1, {cli.MAX_NEW_TOKENS}] 之间的整数，收到 0"),
+    ("--max-new-tokens", "1000000", f"参数 --max-new-tokens 要[1, {cli.MAX_NEW_TOKENS}] 之间的整数，收到 1000000"),
+    ("--repetition-penalty", "-1", "参数 --repetition-penalty 要大于 0 的数，收到 -1.0"),
+])
+def test_generation_values_are_checked_before_the_model_is_loaded(flag, value, expected, capsys, monkeypatch):
+    import aigc_lib.tasks as tasks
+
+    monkeypatch.setattr(tasks, "load_run", lambda *a, **k: pytest.fail("参数检查应在读取模型之前"))
+    assert main(["generate", "no-such-run", "今天", flag, value]) == 2
+    assert capsys.readouterr().err == f"aigc generate：错误：{expected}。用 aigc generate --help 查看用法。\n"
+
+
+def test_the_real_command_answers_bad_values_with_one_chinese_line_and_exit_2():
+    """真正的 aigc 命令（子进程）：不打印堆栈，只有一行中文说明，退出码 2。"""
+    for args, expected in (
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--epochs", "0"], "--epochs"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--device", "tpu"], "--device"),
+        (["train", "--task", "lm", "--model", "gpt", "--out", "x", "--d-model", "30", "--num-heads", "4"], "整除"),
+        (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--device", "cpu", "--amp", "fp16"], "bf16"),
+        (["generate", "x", "--temperature", "nan"], "--temperature"),
+    ):
+        result = _aigc(*args, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert expected in result.stderr and result.stdout == ""
 
 
 def test_python_overrides_are_checked_like_flags():

@@ -68,6 +68,24 @@ def test_device_asking_for_missing_cuda_is_a_clear_error():
         device("cuda")
 
 
+@pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x", "", "xla"])
+def test_device_names_the_course_does_not_know_are_a_clear_error(name):
+    with pytest.raises(ValueError, match="cpu、cuda"):
+        device(name)
+
+
+def test_device_that_this_machine_lacks_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # 假装有 1 块 GPU：cuda:1 仍然没有
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="只有 1 块 GPU"):
+        device("cuda:1")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None:
+        monkeypatch.setattr(mps, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="mps"):
+        device("mps")
+
+
 def test_seed_everything_makes_weights_and_draws_identical():
     import random
 

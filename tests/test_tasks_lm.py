@@ -72,6 +72,8 @@ def test_generate_command_prints_prompt_and_continuation(runs, capsys):
         assert first.startswith("人民") and 2 < len(first) <= 14
         assert main(["generate", str(run), "人民", "--max-new-tokens", "12", "--seed", "1", "--top-p", "0.9"]) == 0
         assert capsys.readouterr().out.rstrip("\n") == first  # 同一个种子，同样的结果
+        assert main(["generate", str(run), "--max-new-tokens", "12", "--seed", "1", "--top-p", "0.9", "人民"]) == 0
+        assert capsys.readouterr().out.rstrip("\n") == first  # 提示写在选项后面也一样
 
         outputs = []
         for flags in (["--greedy"], ["--greedy", "--no-cache"], ["--beam", "1"]):

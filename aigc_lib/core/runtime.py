@@ -33,12 +33,22 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
     所以在 GPU 机器上 ``device("cpu")`` 也会强制使用 CPU。
     """
     if prefer is not None:
-        chosen = torch.device(prefer)
+        try:
+            chosen = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"不认识的设备 {prefer!r}：请用 cpu、cuda、cuda:1 或 mps。") from None
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 f"要求使用设备 {chosen}，但本机没有可用的 CUDA GPU。"
-                "请改用 device('cpu')，或安装带 CUDA 的 PyTorch。"
+                "请改用 cpu，或安装带 CUDA 的 PyTorch。"
             )
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise RuntimeError(f"本机只有 {torch.cuda.device_count()} 块 GPU（cuda:0 起编号），没有 {chosen}。")
+        mps = getattr(torch.backends, "mps", None)
+        if chosen.type == "mps" and not (mps is not None and mps.is_available()):
+            raise RuntimeError("要求使用设备 mps，但本机没有可用的 Apple 芯片 GPU。请改用 cpu。")
+        if chosen.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"课程只支持 cpu、cuda、mps 三种设备，收到 {prefer!r}。")
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -95,8 +95,11 @@ def _count_items(target) -> int:
     return len(target) if isinstance(target, (list, tuple)) else 1
 
 
-def _resolve_amp(amp, dev: torch.device):
-    """amp 设置 -> autocast 的 dtype（None 表示不用混合精度）。"""
+def resolve_amp(amp, dev: torch.device):
+    """amp 设置 -> autocast 的 dtype（None 表示不用混合精度）；这台设备用不了时抛 ``ValueError``。
+
+    ``fit`` 开始时调用它；想在准备数据之前就发现设置不对（例如命令行），可以先自己调用一次。
+    """
     choice = "off" if amp in (None, False) else str(amp).lower()
     if choice == "off":
         return None
@@ -110,7 +113,7 @@ def _resolve_amp(amp, dev: torch.device):
         return torch.bfloat16
     if choice == "fp16":
         if dev.type == "cpu":
-            raise ValueError("CPU 上的混合精度请用 amp='bf16'（或 'auto'）；fp16 需要 GPU。")
+            raise ValueError("CPU 上的混合精度只能用 bf16 或 auto（命令行 --amp bf16，Python 里 amp='bf16'）；fp16 需要 GPU。")
         return torch.float16
     raise ValueError(f"amp 只能是 'off'、'bf16'、'fp16' 或 'auto'，收到 {amp!r}。")
 
@@ -233,7 +236,7 @@ def evaluate(model, loader, loss_fn=None, *, step=None, metrics=None, predict=No
     例：``evaluate(model, test_loader, nn.CrossEntropyLoss(), metrics={"acc": accuracy_score})``
     """
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    runner = _StepRunner(dev, _resolve_amp(amp, dev))
+    runner = _StepRunner(dev, resolve_amp(amp, dev))
     was_training = model.training
     try:
         step_module = _StepModule(model, step if step is not None else _LossStep(loss_fn))
@@ -520,7 +523,7 @@ class _FitLoop:
         self.ctx = distributed.setup(opts.device)
         self.device = self.ctx.device
         self.model = model.to(self.device)
-        amp_dtype = _resolve_amp(opts.amp, self.device)
+        amp_dtype = resolve_amp(opts.amp, self.device)
         self.runner = _StepRunner(self.device, amp_dtype)
         # fp16 的范围小，梯度容易下溢成 0，需要 GradScaler 先放大损失；bf16 范围与 fp32 相同，不需要
         use_scaler = amp_dtype == torch.float16 and self.device.type == "cuda"

@@ -29,7 +29,7 @@ from ..core.distributed import launched_by_torchrun
 from ..core.optim import decay_param_groups
 from ..core.runtime import device as pick_device
 from ..core.runtime import seed_everything
-from ..core.training import fit, steps_per_epoch, warmup_cosine
+from ..core.training import fit, resolve_amp, steps_per_epoch, warmup_cosine
 from .sizes import SizeField, build_sizes
 
 
@@ -114,6 +114,10 @@ class Task:
         sizes = self.sizes(model_name, overrides)
         seed_everything(seed)
         dev = pick_device(device)
+        try:
+            resolve_amp(amp, dev)  # 混合精度设置不对时，在准备数据之前就报错
+        except ValueError as error:
+            raise TaskError(str(error)) from None
         train_loader, val_loader, artifacts = self.prepare(sizes)
         model = self.build_model(model_name, sizes, artifacts)
         # 权重衰减只作用于矩阵（线性层、嵌入）；偏置和归一化层的权重不衰减（同 nanoGPT）

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable, Literal
@@ -28,14 +29,15 @@ from ..core.runtime import pick
 
 
 def size(help: str, default: Any = MISSING, *, smoke: Any = MISSING, cpu: Any = MISSING, gpu: Any = MISSING,
-         at_least: float | None = None, above: float | None = None, below: float | None = None):
+         at_least: float | None = None, above: float | None = None, below: float | None = None,
+         at_most: float | None = None):
     """声明一个尺寸字段：``help`` 是中文说明（也是 ``--help`` 里的那一行）。
 
     默认值二选一：``default`` 各档位相同；或 ``smoke=``、``cpu=``（``gpu=`` 省略时同 cpu），构造 dataclass
-    时才用 :func:`~aigc_lib.core.runtime.pick` 按当前档位选。``at_least`` / ``above`` / ``below`` 是取值范围
+    时才用 :func:`~aigc_lib.core.runtime.pick` 按当前档位选。``at_least`` / ``above`` / ``below`` / ``at_most`` 是取值范围
     （>=、>、<），命令行和 Python 里给的值都按它检查。
     """
-    metadata = {"help": help, "at_least": at_least, "above": above, "below": below}
+    metadata = {"help": help, "at_least": at_least, "above": above, "below": below, "at_most": at_most}
     if default is not MISSING:
         return field(default=default, metadata=metadata)
     if smoke is MISSING or cpu is MISSING:
@@ -46,9 +48,18 @@ def size(help: str, default: Any = MISSING, *, smoke: Any = MISSING, cpu: Any = 
 
 @dataclass
 class Sizes:
-    """所有任务都有的一项（``Task.train`` 用它建 AdamW）；任务的尺寸类继承它。"""
+    """所有任务都有的一项（``Task.train`` 用它建 AdamW）；任务的尺寸类继承它。
+
+    也检查几项尺寸之间的关系（单独看每一项都合法、合在一起却不行的），在准备数据之前就报错。
+    """
 
     weight_decay: float = size("AdamW 的权重衰减", 0.01, at_least=0)
+
+    def __post_init__(self) -> None:
+        d_model, num_heads = getattr(self, "d_model", None), getattr(self, "num_heads", None)
+        if d_model is not None and num_heads is not None and d_model % num_heads:
+            raise ValueError(f"参数 --d-model（{d_model}）要能被 --num-heads（{num_heads}）整除："
+                             f"每个头分到 d_model / num_heads 维。例如 --d-model {num_heads * max(1, d_model // num_heads)}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class SizeField:
     above: float | None = None
     below: float | None = None
     help: str = ""
+    at_most: float | None = None
 
     @property
     def flag(self) -> str:
@@ -69,7 +81,7 @@ class SizeField:
 
     def rule(self) -> tuple:
         """类型、可选值和范围（不含说明）：同名字段在不同任务里必须一致，一个名字只有一个意思。"""
-        return (self.kind, self.choices, self.at_least, self.above, self.below)
+        return (self.kind, self.choices, self.at_least, self.above, self.below, self.at_most)
 
     def check(self, value: Any) -> Any:
         """检查一个值（Python 里给的，或命令行解析好的）；不合格时抛 ``ValueError``（中文，说出合格的范围）。"""
@@ -82,6 +94,8 @@ class SizeField:
             if not ok or isinstance(value, bool):
                 raise ValueError(f"参数 {self.flag} 要一个{'整数' if self.kind is int else '数'}，收到 {value!r}")
             value = self.kind(value)
+            if not math.isfinite(value):  # nan、inf 从来不是合法的尺寸或超参数
+                raise ValueError(f"参数 {self.flag} 要一个有限的数，收到 {value!r}")
             if not self._in_range(value):
                 raise ValueError(f"参数 {self.flag} 要{self.describe_range()}，收到 {value!r}")
             return value
@@ -110,16 +124,21 @@ class SizeField:
 
     def _in_range(self, value) -> bool:
         return ((self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
-                and (self.below is None or value < self.below))
+                and (self.below is None or value < self.below) and (self.at_most is None or value <= self.at_most))
 
     def describe_range(self) -> str:
         """例如 "大于等于 1 的整数"、"0 到 1 之间（含 0、不含 1）的数"。"""
         noun = "整数" if self.kind is int else "数"
         if self.at_least is not None and self.below is not None:
             return f"[{self.at_least:g}, {self.below:g}) 之间的{noun}"
+        if self.above is not None and self.at_most is not None:
+            return f"({self.above:g}, {self.at_most:g}] 之间的{noun}"
+        if self.at_least is not None and self.at_most is not None:
+            return f"[{self.at_least:g}, {self.at_most:g}] 之间的{noun}"
         parts = [f"大于等于 {self.at_least:g}" if self.at_least is not None else "",
                  f"大于 {self.above:g}" if self.above is not None else "",
-                 f"小于 {self.below:g}" if self.below is not None else ""]
+                 f"小于 {self.below:g}" if self.below is not None else "",
+                 f"小于等于 {self.at_most:g}" if self.at_most is not None else ""]
         text = "、".join(p for p in parts if p)
         return f"{text} 的{noun}" if text else f"一个{noun}"
 
@@ -142,7 +161,8 @@ def size_fields(sizes_class: type) -> list[SizeField]:
         meta = f.metadata
         if "help" not in meta:
             raise TypeError(f"尺寸 {sizes_class.__name__}.{f.name} 要用 size(\"中文说明\", ...) 声明。")
-        result.append(SizeField(f.name, kind, choices, meta["at_least"], meta["above"], meta["below"], meta["help"]))
+        result.append(SizeField(f.name, kind, choices, meta["at_least"], meta["above"], meta["below"], meta["help"],
+                                meta["at_most"]))
     return result
 
 
