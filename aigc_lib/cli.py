@@ -110,6 +110,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=0, help="随机种子（默认 0）")
     flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
     flag(group, "--quiet", help="不显示进度条")
+    flag(group, "--overwrite", help="--out 里已有另一次训练的结果时覆盖它（默认拒绝，免得误删）")
     _add_size_flags(train, flags_without_value)
 
     evaluate, group = add("evaluate", "运行目录 [--split test] [--json]", "在某个数据划分上评估训练好的模型",
@@ -241,7 +242,7 @@ def _train(args) -> int:
 
     task = get_task(args.task)
     summary = task.train(args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp,
-                         seed=args.seed, compile=args.compile, progress=not args.quiet)
+                         seed=args.seed, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
     from .tasks.base import _is_main_process
 
     if _is_main_process():

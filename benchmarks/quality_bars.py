@@ -63,7 +63,7 @@ def run_job(name: str, task: str, model: str, metric: str, out: Path, env: dict)
     "evaluate": aigc evaluate 的全部输出, ...}，失败时返回 {"error": 说明}。"""
     aigc = [sys.executable, "-m", "aigc_lib.cli"]
     start = time.perf_counter()
-    train = subprocess.run([*aigc, "train", "--task", task, "--model", model, "--out", str(out / name), "--quiet"],
+    train = subprocess.run([*aigc, "train", "--task", task, "--model", model, "--out", str(out / name), "--quiet", "--overwrite"],
                            capture_output=True, text=True, env=env)
     if train.returncode != 0:
         return {"error": f"aigc train 失败（退出码 {train.returncode}）：{train.stderr.strip()[-500:]}"}

@@ -462,3 +462,94 @@ def test_transformer_and_torchrun_two_processes(tmp_path):
     evaluated = _aigc("evaluate", str(out), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["model"] == "transformer"
+
+
+# ---------------------------------------------------------------------------
+# 运行目录：先检查能不能写，不覆盖另一次训练，两次训练不同时写同一个目录
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_out, expected", [
+    (lambda tmp: "", "--out 不能是空的"),
+    (lambda tmp: (tmp / "file.txt").write_text("x") and str(tmp / "file.txt"), "是一个已有的文件"),
+    (lambda tmp: "/proc/aigc-course-test/run", "无法在 --out /proc/aigc-course-test/run 里写文件"),
+])
+def test_an_output_directory_that_cannot_be_used_fails_before_any_data_is_loaded(
+        no_data, tmp_path, capsys, make_out, expected):
+    if expected.startswith("无法") and not os.path.isdir("/proc"):
+        pytest.skip("这台机器没有 /proc")
+    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", make_out(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_another_run_is_never_overwritten_without_overwrite(trained_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = ["train", "--task", "sentiment", "--model", "lstm", "--out", str(out), "--quiet",
+            "--embed-dim", "16", "--hidden-dim", "16", *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} 里已经有任务 sentiment、模型 gru 的训练结果" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # 一个字节都没动
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["model"] == "lstm"
+    assert {p.name for p in out.iterdir()} == {"best.pt", "last.pt", "history.json", "summary.json", ".aigc.lock"}
+
+
+def _hold_lock(path):
+    """另一个进程占着运行目录的锁（像一次正在进行的训练），返回它的 Popen。"""
+    code = ("import os, sys, time; from filelock import FileLock; p = sys.argv[1]; "
+            "lock = FileLock(os.path.join(p, '.aigc.lock')); lock.acquire(); "
+            "open(os.path.join(p, '.aigc.pid'), 'w').write(str(os.getpid())); print('ready', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_path):
+    from aigc_lib.tasks.rundir import claim
+
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(TaskError, match=f"另一个 aigc train（进程号 {holder.pid}）正在往"):
+            with claim(tmp_path):
+                pass
+        result = _aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path), *TINY)
+        assert result.returncode == 2 and f"进程号 {holder.pid}" in result.stderr
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # 占着锁的进程被 kill 之后，操作系统释放了锁：留下的锁文件不再挡路
+    with claim(tmp_path) as path:
+        assert (path / ".aigc.pid").read_text() == str(os.getpid())
+    assert not (tmp_path / ".aigc.pid").exists()
+
+
+def test_json_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import pathlib
+
+    from aigc_lib.tasks.rundir import write_json
+
+    target = tmp_path / "summary.json"
+    write_json(target, {"task": "sentiment"})
+    real_write_text = pathlib.Path.write_text
+
+    def killed_halfway(self, text, *args, **kwargs):  # 写到一半进程被杀（磁盘满、Ctrl-C……）
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pathlib.Path, "write_text", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(target, {"task": "lm", "model": "gpt", "sizes": list(range(50))})
+    monkeypatch.undo()
+    assert json.loads(target.read_text("utf-8")) == {"task": "sentiment"}  # 旧文件完整
+    write_json(target, {"task": "lm", "名字": "中文"})
+    assert json.loads(target.read_text("utf-8")) == {"task": "lm", "名字": "中文"}

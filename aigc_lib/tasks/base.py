@@ -16,7 +16,8 @@ dataclass，见 :mod:`~aigc_lib.tasks.sizes`），以及数据准备、评估、
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,7 @@ from ..core.optim import decay_param_groups
 from ..core.runtime import device as pick_device
 from ..core.runtime import seed_everything
 from ..core.training import fit, resolve_amp, steps_per_epoch, warmup_cosine
+from .rundir import claim, write_json
 from .sizes import SizeField, build_sizes
 
 
@@ -109,8 +111,14 @@ class Task:
         return self.models[model].build(sizes, artifacts)
 
     def train(self, model_name: str, out: str | Path, *, overrides: dict | None = None, device=None,
-              amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True) -> dict:
-        """训练一个模型并把检查点、训练记录写进 ``out``；返回 summary（也写入 summary.json）。"""
+              amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True,
+              overwrite: bool = False) -> dict:
+        """训练一个模型并把检查点、训练记录写进 ``out``；返回 summary（也写入 summary.json，最后写）。
+
+        准备数据之前先检查尺寸、设备、混合精度和运行目录（:func:`~aigc_lib.tasks.rundir.claim`：
+        目录能写、没有别的训练正在写它、里面没有另一次训练的结果——除非 ``overwrite=True``）。
+        多进程（torchrun）时只有 0 号进程检查和占用目录，也只有它写文件。
+        """
         sizes = self.sizes(model_name, overrides)
         seed_everything(seed)
         dev = pick_device(device)
@@ -118,6 +126,12 @@ class Task:
             resolve_amp(amp, dev)  # 混合精度设置不对时，在准备数据之前就报错
         except ValueError as error:
             raise TaskError(str(error)) from None
+        # 进程组要到 fit 里才建立，这里按 torchrun 设的 RANK 判断是不是 0 号进程
+        main_rank = os.environ.get("RANK", "0") == "0"
+        with claim(out, overwrite) if main_rank else contextlib.nullcontext(Path(out)) as out:
+            return self._train(model_name, out, sizes, dev, amp, seed, compile, progress)
+
+    def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress) -> dict:
         train_loader, val_loader, artifacts = self.prepare(sizes)
         model = self.build_model(model_name, sizes, artifacts)
         # 权重衰减只作用于矩阵（线性层、嵌入）；偏置和归一化层的权重不衰减（同 nanoGPT）
@@ -133,7 +147,6 @@ class Task:
             "artifacts": _plain(artifacts),
             "seed": seed,
         }
-        out = Path(out)
         history = fit(model, train_loader, val_loader, epochs=sizes["epochs"], optimizer=optimizer,
                       scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
                       monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
@@ -151,9 +164,8 @@ class Task:
             "sizes": _plain(sizes),
         }
         if _is_main_process():
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "history.json").write_text(json.dumps(history.to_dict(), ensure_ascii=False, indent=1), "utf-8")
-            (out / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=1), "utf-8")
+            write_json(out / "history.json", history.to_dict())
+            write_json(out / "summary.json", _plain(summary))  # 最后写：有 summary.json 的目录就是一次完整的训练
         return summary
 
 
