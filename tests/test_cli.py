@@ -104,6 +104,11 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
         assert [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()] == rows
     assert main(["predict", str(trained_run), "--json", "很好", "--no-such-flag"]) == 2
     assert "不认识的参数：--no-such-flag" in capsys.readouterr().err
+    # 清洗后什么也没剩下的句子（只有表情、网址、空白）：说清楚是哪几句，而不是给一个没有根据的"负面 0.59"
+    assert main(["predict", str(trained_run), "很好", "😀😀", "https://example.com", "   "]) == 2
+    err = capsys.readouterr().err
+    assert "第 2 句 '😀😀'、第 3 句 'https://example.com'、第 4 句 '   ' 清洗后什么也没剩下" in err, err
+    assert "第 1 句" not in err and err.count("\n") == 1
     gbk = tmp_path / "texts.txt"
     gbk.write_bytes("质量很好\n\n太差了，退货\n".encode("gbk"))
     assert main(["predict", str(trained_run), "--file", str(gbk)]) == 0

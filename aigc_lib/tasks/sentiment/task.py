@@ -22,7 +22,7 @@ from ...metrics import accuracy, precision_recall_f1
 from ...models import RNNClassifier, TransformerClassifier
 from ...data.wordvectors import train_skipgram_fast
 from ...data.text import Vocab, clean_text, tokenize
-from ..base import ModelSpec, Task, _is_main_process
+from ..base import ModelSpec, Task, TaskError, _is_main_process
 from ..sizes import Sizes, size
 
 LABELS = ("负面", "正面")  # 标签 0、1 的中文名
@@ -179,8 +179,13 @@ class SentimentTask(Task):
     def predict(self, model, config, inputs, device) -> list[dict]:
         vocab = self._vocab(config)
         artifacts = config["artifacts"]
-        ids = [vocab.encode(tokenize(clean_text(text), artifacts["tokens"])[: artifacts["max_tokens"]]) or [1]
-               for text in inputs]
+        tokens = [tokenize(clean_text(text), artifacts["tokens"])[: artifacts["max_tokens"]] for text in inputs]
+        empty = [i for i, t in enumerate(tokens) if not t]
+        if empty:  # 只有表情、网址、空白的评论：清洗之后什么也没剩下，模型给出的只会是一个没有根据的猜测
+            shown = "、".join(f"第 {i + 1} 句 {inputs[i]!r}" for i in empty[:5]) + ("……" if len(empty) > 5 else "")
+            raise TaskError(f"{shown} 清洗后什么也没剩下（表情、网址、空白都会被去掉），情感模型无从判断："
+                            "请去掉这些句子，或写几个字。")
+        ids = [vocab.encode(t) for t in tokens]
         loader = make_loader([(seq, 0) for seq in ids], batch_size=256)
         positive = self._probabilities(model, loader, device).tolist()
         return [{"text": text, "label": LABELS[int(p >= 0.5)], "probability": p if p >= 0.5 else 1 - p,
