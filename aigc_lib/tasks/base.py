@@ -31,12 +31,9 @@ from ..core.optim import decay_param_groups
 from ..core.runtime import device as pick_device
 from ..core.runtime import seed_everything
 from ..core.training import fit, resolve_amp, steps_per_epoch, warmup_cosine
+from .errors import TaskError
 from .rundir import claim, write_json
 from .sizes import SizeField, build_sizes
-
-
-class TaskError(ValueError):
-    """命令行用户能自己改正的错误（参数不对、文件不存在……），``aigc`` 只打印消息，不打印堆栈。"""
 
 
 def _is_main_process() -> bool:

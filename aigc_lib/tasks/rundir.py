@@ -25,29 +25,25 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .errors import TaskError
+
 RUN_FILES = ("best.pt", "last.pt", "history.json", "summary.json")
 LOCK_NAME, PID_NAME = ".aigc.lock", ".aigc.pid"
-
-
-def _error(message: str) -> Exception:
-    from .base import TaskError  # 避免循环导入：base 导入本模块
-
-    return TaskError(message)
 
 
 def check_out(out: str | Path) -> Path:
     """检查 ``out`` 能用作运行目录（必要时建好它），返回 ``Path``；不行时抛 TaskError（中文，说怎么改）。"""
     if not str(out).strip():
-        raise _error("--out 不能是空的：请给一个目录，例如 --out runs/gru。")
+        raise TaskError("--out 不能是空的：请给一个目录，例如 --out runs/gru。")
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise _error(f"--out {path} 是一个已有的文件，不是目录：请换一个目录名。")
+        raise TaskError(f"--out {path} 是一个已有的文件，不是目录：请换一个目录名。")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # 真的写一次：权限、只读的盘、/proc 这类地方都在这里发现
             pass
     except OSError as error:
-        raise _error(f"无法在 --out {path} 里写文件（{error.strerror or error}）：请换一个有写权限的目录。") from None
+        raise TaskError(f"无法在 --out {path} 里写文件（{error.strerror or error}）：请换一个有写权限的目录。") from None
     return path
 
 
@@ -75,13 +71,13 @@ def claim(out: str | Path, overwrite: bool = False):
             holder = (path / PID_NAME).read_text("utf-8").strip()
         except OSError:
             holder = "未知"
-        raise _error(f"另一个 aigc train（进程号 {holder}）正在往 {path} 里写：等它结束，或换一个 --out。") from None
+        raise TaskError(f"另一个 aigc train（进程号 {holder}）正在往 {path} 里写：等它结束，或换一个 --out。") from None
     pid_file = path / PID_NAME
     try:
         pid_file.write_text(str(os.getpid()), "utf-8")
         found = existing_run(path)
         if found and not overwrite:
-            raise _error(f"--out {path} 里已经有{found}。换一个目录，或加 --overwrite 覆盖它（旧的这几个文件会被删掉）。")
+            raise TaskError(f"--out {path} 里已经有{found}。换一个目录，或加 --overwrite 覆盖它（旧的这几个文件会被删掉）。")
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         yield path
