@@ -286,7 +286,7 @@ def test_sizes_that_do_not_fit_together_fail_before_any_data_is_loaded(no_data, 
         assert main(["train", "--task", task, "--model", model, "--out", "x", "--d-model", "30",
                      "--num-heads", "4"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"aigc train：错误：参数 --d-model（30）要能被 --num-heads（4）整除") and "--d-model 28" in err
+        assert err.startswith("aigc train：错误：参数 --d-model（30）要能被 --num-heads（4）整除") and "--d-model 28" in err
         assert err.count("\n") == 1
 
 
