@@ -438,11 +438,7 @@ def beam_search(
     参数与返回值同 :func:`generate`（提示、vocab、停止符、缓存、bos_id）；``return_scores=True`` 时
     返回 ``(结果, 归一化得分)``。带缓存时每步按父候选重排缓存（``cache.reorder``）。
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size 应 >= 1，收到 {beam_size}。")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens 应 >= 1，收到 {max_new_tokens}。")
-    device = _check_model(model, use_cache)
+    device = _check_model(model, use_cache)  # beam_size、max_new_tokens 由 beam_search_batch 检查
     ids, as_text = _prompt_ids(prompt, vocab, bos_id)
     with eval_mode(model):
         decoder = LanguageModelDecoder(model, torch.tensor([ids], device=device), use_cache, banned=_banned(vocab))

@@ -37,9 +37,10 @@ from .sizes import SizeField, build_sizes
 
 
 def _is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
+    """是不是 0 号进程（单进程时总是）。进程组在 fit 里才建立；建立之前按 torchrun 设的 RANK 判断。"""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,7 @@ class Task:
             resolve_amp(amp, dev)  # 混合精度设置不对时，在准备数据之前就报错
         except ValueError as error:
             raise TaskError(str(error)) from None
-        # 进程组要到 fit 里才建立，这里按 torchrun 设的 RANK 判断是不是 0 号进程
-        main_rank = os.environ.get("RANK", "0") == "0"
-        with claim(out, overwrite) if main_rank else contextlib.nullcontext(Path(out)) as out:
+        with claim(out, overwrite) if _is_main_process() else contextlib.nullcontext(Path(out)) as out:
             return self._train(model_name, out, sizes, dev, amp, seed, compile, progress)
 
     def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress) -> dict:
