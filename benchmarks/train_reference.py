@@ -32,7 +32,7 @@ RECIPES: dict[str, list[str]] = {
     "segment": ["--task", "segment", "--model", "bilstm-crf", "--epochs", "15", "--hidden-dim", "192",
                 "--dropout", "0.2"],
     "pos": ["--task", "pos", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
-    "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "14", "--dropout", "0.1"],
+    "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "16", "--num-layers", "4", "--dropout", "0.1"],
     "ner": ["--task", "ner", "--model", "bilstm-crf", "--epochs", "20", "--hidden-dim", "192", "--dropout", "0.3"],
     "sentiment-gru": ["--task", "sentiment", "--model", "gru", "--epochs", "10", "--vocab-size", "12000"],
     "lm-lstm": ["--task", "lm", "--model", "lstm", "--epochs", "12", "--samples-per-epoch", "0", "--val-blocks", "0",

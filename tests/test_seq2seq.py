@@ -374,10 +374,11 @@ def test_batched_beam_search_equals_one_source_at_a_time():
 
 def tiny_pinyin_model():
     """固定种子、在 320 个验证集小句上训练几轮的小模型（只用来对照解码结果，不求准确）。"""
-    from aigc_lib.tasks.pinyin.data import pinyin_pairs
-    from aigc_lib.tasks.pinyin import build_vocabs, encode_pairs
+    from aigc_lib.data.corpora import load_peoples_daily
+    from aigc_lib.tasks.pinyin import build_vocabs, clause_pairs, encode_pairs
 
-    pairs = pinyin_pairs("val", max_chars=8, limit=400)
+    # 不去重的小句（pinyin_pairs 会去重）：与记下结果时用的数据相同
+    pairs = clause_pairs(load_peoples_daily("val"), max_chars=8, limit=400)
     train, test = pairs[:320], pairs[320:]
     src_vocab, tgt_vocab = build_vocabs(train)
     data = encode_pairs(train, src_vocab, tgt_vocab)

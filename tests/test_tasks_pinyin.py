@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from aigc_lib.cli import main
+from aigc_lib.data.corpora import load_peoples_daily
 from aigc_lib.tasks.pinyin.baselines import BigramHMM, MostFrequentChar
 from aigc_lib.tasks.pinyin.data import (
     char_accuracy,
@@ -60,6 +61,10 @@ def test_clause_pairs_match_a_reference_built_from_the_joined_text():
             assert len(syllables) == len(text) and all(re.fullmatch("[a-z]+", s) for s in syllables)
         limited = clause_pairs(sentences, min_chars=lo, max_chars=hi, limit=2)
         assert limited == pairs[:2]
+        # unique：每个小句只留第一次；exclude：这些小句不要
+        banned = set(expected[::3])
+        kept = clause_pairs(sentences, min_chars=lo, max_chars=hi, unique=True, exclude=banned)
+        assert [text for _, text in kept] == [t for t in dict.fromkeys(expected) if t not in banned]
     assert split_clauses([("，", "w")]) == []
 
 
@@ -69,6 +74,19 @@ def test_peoples_daily_pairs_are_aligned_and_limited():
     for syllables, text in first:
         assert 2 <= len(text) <= 20 and is_chinese(text) and len(syllables) == len(text)
     assert Counter(s for syllables, _ in first for s in syllables)["de"] > 0  # "的"到处都是
+
+
+def test_splits_share_no_clause_and_hold_no_repeats():
+    """第 01 章的教训：测试集里的小句一个也不能在训练集（或验证集）里出现过，每份里也没有重复。"""
+    splits = {split: [text for _, text in pinyin_pairs(split)] for split in ("train", "val", "test")}
+    for texts in splits.values():
+        assert len(texts) == len(set(texts)) > 1000
+    # 与"所有小句"比：不限长度、不论能否注音，训练集里出现过的汉字串都不算新小句
+    train_all = {"".join(words) for sentence in load_peoples_daily("train") for words in split_clauses(sentence)}
+    raw_test = {"".join(words) for sentence in load_peoples_daily("test") for words in split_clauses(sentence)}
+    assert len(raw_test & train_all) > 500  # 不去重时两边共有的小句（新闻套话）很多：这个测试能失败
+    assert not train_all & set(splits["val"]) and not train_all & set(splits["test"])
+    assert not set(splits["val"]) & set(splits["test"])
 
 
 def test_seq2seq_collate_shifts_targets_and_pads():

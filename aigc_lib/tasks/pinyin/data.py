@@ -13,8 +13,9 @@
      比逐字注音准确得多。不带声调，ü 写成 v（"绿" -> ``lv``），与拼音输入法的键入方式相同。
 
 一个字正好对应一个音节，所以源序列和目标序列等长、逐位对齐。划分沿用
-:func:`~aigc_lib.data.corpora.load_peoples_daily` 的句子划分，测试集的句子从没在训练里出现过
-（但"新华社北京"这种常见小句会在两边都出现，与真实输入法的情形一样）。
+:func:`~aigc_lib.data.corpora.load_peoples_daily` 的句子划分，再按小句**去重**（第 01 章的教训）：
+每份里同一个小句只留第一次出现的那个；验证集去掉训练集里出现过的小句，测试集去掉训练集和验证集里
+出现过的小句。"新华社北京"这种套话只留在训练集里，测试集考的都是没见过的小句。
 
 本模块还提供字准确率 :func:`char_accuracy`，以及把平行语料变成 seq2seq 批次的 :func:`seq2seq_collate`。
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 
@@ -94,22 +95,25 @@ def parse_pinyin(text: str) -> list[str]:
     return syllables
 
 
-def clause_pairs(sentences, min_chars: int = 2, max_chars: int = 20,
-                 limit: int | None = None) -> list[tuple[list[str], str]]:
+def clause_pairs(sentences, min_chars: int = 2, max_chars: int = 20, limit: int | None = None,
+                 unique: bool = False, exclude: Collection[str] = ()) -> list[tuple[list[str], str]]:
     """从若干句 ``[(词, 词性), ...]`` 里取出 ``(音节列表, 汉字串)`` 对。
 
     只保留全是汉字、长度在 ``[min_chars, max_chars]`` 之内的小句；注音失败（pypinyin
     不认识的字会原样返回）的小句也丢掉，保证一个字正好对应一个小写字母的音节。
     ``limit``：凑够这么多对就停（只给前面的句子注音，快速试验时省时间）。
+    ``unique``：同一个小句只留第一次出现的；``exclude``：这些小句（例如训练集里的）一律不要。
     """
     if min_chars < 1 or max_chars < min_chars:
         raise ValueError(f"需要 1 <= min_chars <= max_chars，收到 min_chars={min_chars}、max_chars={max_chars}。")
-    pairs = []
+    pairs, seen = [], set()
     for sentence in sentences:
         for words in split_clauses(sentence):
             text = "".join(words)
-            if not (min_chars <= len(text) <= max_chars and is_chinese(text)):
+            if not (min_chars <= len(text) <= max_chars and is_chinese(text)) or text in exclude or text in seen:
                 continue
+            if unique:
+                seen.add(text)
             syllables = to_pinyin(words)
             if len(syllables) == len(text) and all(_SYLLABLE.fullmatch(s) for s in syllables):
                 pairs.append((syllables, text))
@@ -118,15 +122,31 @@ def clause_pairs(sentences, min_chars: int = 2, max_chars: int = 20,
     return pairs
 
 
+# 去重的顺序：验证集去掉训练集有的小句，测试集去掉训练集和验证集有的
+_EARLIER_SPLITS = {"train": (), "val": ("train",), "test": ("train", "val")}
+
+
+@lru_cache(maxsize=8)
+def clause_texts(split: str, path: str | None = None) -> frozenset[str]:
+    """一份数据里所有小句的汉字串（不注音、不限长度，很快），用来跨份去重。"""
+    return frozenset("".join(words) for sentence in load_peoples_daily(split, path=path)
+                     for words in split_clauses(sentence))
+
+
 @lru_cache(maxsize=16)
 def _cached_pairs(split: str, min_chars: int, max_chars: int, limit: int | None, path: str | None):
+    if split not in _EARLIER_SPLITS:
+        raise ValueError(f"split 只能是 train、val、test，收到 {split!r}。")
+    exclude = frozenset().union(*(clause_texts(earlier, path) for earlier in _EARLIER_SPLITS[split]))
     sentences = load_peoples_daily(split, path=path)
-    return tuple((tuple(s), t) for s, t in clause_pairs(sentences, min_chars, max_chars, limit))
+    pairs = clause_pairs(sentences, min_chars, max_chars, limit, unique=True, exclude=exclude)
+    return tuple((tuple(s), t) for s, t in pairs)
 
 
 def pinyin_pairs(split: str = "train", min_chars: int = 2, max_chars: int = 20, limit: int | None = None,
                  path: str | Path | None = None) -> list[tuple[list[str], str]]:
-    """《人民日报》某一份（train / val / test）的 ``(音节列表, 汉字串)`` 小句对，顺序固定。
+    """《人民日报》某一份（train / val / test）的 ``(音节列表, 汉字串)`` 小句对，顺序固定、去过重（见文件开头）：
+    每个小句只出现一次，验证集、测试集里没有训练集出现过的小句。
 
     第一次调用要给十几万个小句注音（训练集要十几秒），结果缓存在内存里。
     ``limit``：只要前这么多对（0 或 None 表示全部）。
