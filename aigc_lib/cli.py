@@ -4,6 +4,8 @@
     aigc evaluate runs/gru --split test --json
     aigc predict runs/gru "这本书很好看" "物流太慢了"
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
+    aigc pretrained list                             # 课程自带的参考模型；用 pretrained:名字 代替运行目录
+    aigc generate pretrained:lm-gpt "今天" --top-p 0.9
     torchrun --nproc_per_node=2 -m aigc_lib.cli train --task sentiment --model gru --out runs/gru-ddp
     aigc course run --profile gpu --inplace          # 按顺序执行所有章节，刷新提交的输出
     aigc course build --out site/                    # 离线网站：目录、每章一页、每章一套幻灯片
@@ -19,9 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("train", "evaluate", "predict", "generate", "course")
+COMMANDS = ("train", "evaluate", "predict", "generate", "pretrained", "course")
 MAX_NEW_TOKENS = 10_000  # aigc generate 一次最多写这么多字：再多就该分几次写，而不是让终端卡住
 COURSE_COMMANDS = ("run", "build")
+
+
+RUN_HELP = "aigc train 的输出目录（或其中的 .pt 文件），或 pretrained:名字（课程自带的参考模型，见 aigc pretrained list）；必需"
 
 
 class UsageError(Exception):
@@ -84,11 +89,12 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
 
     task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
                            for name, task in TASKS.items())
-    parser = new("aigc", "aigc {train,evaluate,predict,generate,course} ...",
+    parser = new("aigc", "aigc {train,evaluate,predict,generate,pretrained,course} ...",
                  "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
                  epilog="每个子命令都有自己的帮助，例如：aigc train --help")
     options(parser)
-    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,course}")
+    sub = parser.add_subparsers(title="子命令", dest="command",
+                                metavar="{train,evaluate,predict,generate,pretrained,course}")
 
     def add(name, usage, help_text, description):
         p = new(f"aigc {name}", f"aigc {name} {usage}", description,
@@ -115,15 +121,17 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
 
     evaluate, group = add("evaluate", "运行目录 [--split test] [--json]", "在某个数据划分上评估训练好的模型",
                           "评估 aigc train 写出的模型。\n例：aigc evaluate runs/gru --split test --json")
-    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("--split", default="test", type=_value(str, "--split", choices=("train", "val", "test")),
                        help="数据划分：train、val、test（默认 test）")
+    group.add_argument("--limit", type=_value(int, "--limit", at_least=1), default=None,
+                       help="只用这份数据的前 N 个样本（顺序固定；默认全部）")
     flag(group, "--json", help="只在标准输出打印一个 JSON 对象")
 
     predict, group = add("predict", "运行目录 [句子 ...] [--file 文件] [--json]", "用训练好的模型预测几句话或一个文件",
                          "预测。输入是命令行里的句子，或 --file 指定的文本文件（每行一句，自动识别编码）。\n"
                          "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
-    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("texts", nargs="*", help="要预测的句子")
     group.add_argument("--file", help="文本文件，每行一句")
     flag(group, "--json", help="每行打印一个 JSON 对象")
@@ -132,7 +140,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                      "用 aigc train --task lm 训练的模型生成文本（提示 + 续写）。默认按概率采样；--greedy 贪心；\n"
                      "--beam N 束搜索。空提示表示从一句话的开头写起。\n"
                      "例：aigc generate runs/gpt \"今天\" --max-new-tokens 60 --top-p 0.9 --seed 1")
-    group.add_argument("run", nargs="?", help="aigc train 的输出目录（或其中的 .pt 文件；必需）")
+    group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
     group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=1, at_most=MAX_NEW_TOKENS),
                        default=100, help=f"最多生成多少个字（默认 100，最多 {MAX_NEW_TOKENS}）")
@@ -151,6 +159,15 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
     group.add_argument("--seed", type=_value(int, "--seed"), default=None, help="采样的随机种子（给定时结果可复现）")
     flag(group, "--no-cache", help="不用 KV 缓存（每步重算全文，只为对照）")
+
+    zoo = new("aigc pretrained", "aigc pretrained list [--json]",
+              "课程自带的参考模型（模型库）：装好就能用，不用训练。在 evaluate、predict、generate 里\n"
+              "用 pretrained:名字 代替运行目录。\n"
+              "例：aigc pretrained list\n    aigc evaluate pretrained:lm-gpt --split test --json",
+              make=lambda **kw: sub.add_parser("pretrained", help="列出课程自带的参考模型", **kw))
+    group = options(zoo)
+    group.add_argument("action", nargs="?", default="list", help="list：列出模型库（默认；目前只有这一个动作）")
+    flag(group, "--json", help="每行打印一个 JSON 对象")
     _add_course_parser(sub, new, options, flag)
     return parser, parsers
 
@@ -256,10 +273,10 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .tasks import load_run
+    from .zoo import load
 
-    task, model, config = load_run(args.run, device=args.device)
-    result = task.evaluate(model, config, args.split, next(model.parameters()).device)
+    task, model, config = load(args.run, device=args.device)
+    result = task.evaluate(model, config, args.split, next(model.parameters()).device, limit=args.limit)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -270,14 +287,15 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from .data.corpora import read_text
-    from .tasks import TaskError, load_run
+    from .tasks import TaskError
+    from .zoo import load
 
     texts = list(args.texts)
     if args.file:
         texts += [line.strip() for line in read_text(args.file).splitlines() if line.strip()]
     if not texts:
         raise TaskError("没有要预测的内容：请在命令行里写句子，或用 --file 指定文本文件。")
-    task, model, config = load_run(args.run, device=args.device)
+    task, model, config = load(args.run, device=args.device)
     for row in task.predict(model, config, texts, next(model.parameters()).device):
         if args.json:
             print(json.dumps(row, ensure_ascii=False))
@@ -287,9 +305,10 @@ def _predict(args) -> int:
 
 
 def _generate(args) -> int:
-    from .tasks import TaskError, load_run
+    from .tasks import TaskError
+    from .zoo import load
 
-    task, model, config = load_run(args.run, device=args.device)
+    task, model, config = load(args.run, device=args.device)
     if not hasattr(task, "generate"):
         raise TaskError(f"任务 {task.name} 不能生成文本；aigc generate 只用于 aigc train --task lm 训练的模型。")
     options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
@@ -299,6 +318,31 @@ def _generate(args) -> int:
                "use_cache": not args.no_cache}
     print(args.prompt + task.generate(model, config, args.prompt, options))
     return 0
+
+
+def _pretrained(args) -> int:
+    from .zoo import catalog
+
+    rows = catalog()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    table = [("名字", "任务", "模型", "参数量", "大小（MB）", "测试集指标", "训练（分钟）")]
+    table += [(r["name"], r["task"], r["model"], f"{r['parameters']:,}", f"{r['megabytes']:.2f}",
+               f"{r['metric']} {r['test']:.4f}", f"{r['train_minutes']:.1f}") for r in rows]
+    widths = [max(_width(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)).rstrip())
+    print("用法：aigc evaluate pretrained:名字 --split test --json；训练命令与来历见 aigc_lib/zoo/models/名字.json")
+    return 0
+
+
+def _width(text: str) -> int:
+    """终端里占几列：汉字等全角字符占两列。"""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _course(args) -> int:
@@ -349,6 +393,8 @@ def _check(args, command: str) -> None:
                if getattr(args, name) is None]
     if missing:
         raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)
+    if command == "pretrained" and args.action != "list":
+        raise UsageError(f"aigc pretrained 只有 list 一个动作，收到 {args.action!r}", command)
     if command == "course run" and args.inplace and args.out is not None:
         raise UsageError("参数 --inplace 和 --out 只能用一个", command)
 
@@ -401,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     from .course.run import CourseError
     from .tasks import TaskError
 
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate, "course": _course}
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
+                "pretrained": _pretrained, "course": _course}
     try:
         return commands[args.command](args)
     except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:

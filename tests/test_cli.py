@@ -382,8 +382,9 @@ class ToyTask(Task):
         train = DataLoader(TensorDataset(*_toy_data(256, 0)), batch_size=sizes["batch_size"], shuffle=True)
         return train, DataLoader(TensorDataset(*_toy_data(64, 1))), {"labels": ["否", "是"]}
 
-    def evaluate(self, model, config, split, device):
+    def evaluate(self, model, config, split, device, limit=None):
         x, y = _toy_data(200, {"train": 0, "val": 1, "test": 2}[split])
+        x, y = x[:limit], y[:limit]
         with torch.no_grad():
             pred = model(x.to(device)).argmax(-1).cpu()
         return {"task": self.name, "split": split, "n": len(y), "accuracy": (pred == y).float().mean().item()}

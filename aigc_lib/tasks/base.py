@@ -61,6 +61,7 @@ class Task:
     description: str = ""
     models: dict[str, ModelSpec] = {}  # 模型名 -> ModelSpec；命令行的 --model 只认这张表
     monitor: str = "val_loss"  # 选“最好一轮”的指标
+    metric: str = ""  # evaluate 结果里最能代表这个任务的一项（模型库的表格、质量门槛都报告它）
 
     # ---------------------------------------------------------------- 子类实现
     def prepare(self, sizes: dict) -> tuple[object, object, dict]:
@@ -71,7 +72,9 @@ class Task:
         """传给 ``fit`` 的任务相关参数：loss_fn / step / metrics / predict。"""
         return {}
 
-    def evaluate(self, model: nn.Module, config: dict, split: str, device: torch.device) -> dict:
+    def evaluate(self, model: nn.Module, config: dict, split: str, device: torch.device,
+                 limit: int | None = None) -> dict:
+        """在一份数据上打分，返回指标字典；``limit`` 给了就只用这份数据的前 limit 个样本（顺序固定）。"""
         raise NotImplementedError
 
     def predict(self, model: nn.Module, config: dict, inputs: list[str], device: torch.device) -> list[dict]:

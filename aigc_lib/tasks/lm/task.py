@@ -107,6 +107,7 @@ def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:
 
 class LanguageModelTask(Task):
     name = "lm"
+    metric = "perplexity"
     description = "字符级语言模型（《人民日报》文本），训练后可以生成文本"
     models = {"gpt": ModelSpec(build_gpt, GPTLanguageModel, GPTSizes),
               "lstm": ModelSpec(build_lstm, LSTMLanguageModel, LSTMSizes)}
@@ -138,10 +139,12 @@ class LanguageModelTask(Task):
                                           "separator": SEPARATOR}
 
     # ---------------------------------------------------------------- 评估
-    def evaluate(self, model, config, split, device) -> dict:
-        """整份数据上的平均交叉熵（nat/字）和困惑度 exp(交叉熵)。每个片段从头读起，互不相连。"""
+    def evaluate(self, model, config, split, device, limit=None) -> dict:
+        """整份数据上的平均交叉熵（nat/字）和困惑度 exp(交叉熵)。每个片段从头读起，互不相连。
+        ``limit``：只用前 limit 个片段。"""
         vocab = self._vocab(config)
         x, y = make_blocks(self._encode(split_text(split), vocab), config["artifacts"]["context_len"])
+        x, y = x[:limit], y[:limit]
         total, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, len(x), 128):

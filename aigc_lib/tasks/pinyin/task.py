@@ -97,6 +97,7 @@ def build_seq2seq(sizes: dict, artifacts: dict) -> Seq2SeqTransformer:
 
 class PinyinTask(Task):
     name = "pinyin"
+    metric = "char_accuracy"
     description = "拼音 -> 汉字（Transformer 编码器-解码器）"
     models = {"seq2seq": ModelSpec(build_seq2seq, Seq2SeqTransformer, PinyinSizes)}
     monitor = "val_loss"
@@ -126,9 +127,9 @@ class PinyinTask(Task):
         artifacts = config["artifacts"]
         return Vocab.from_itos(artifacts["src_vocab"]), Vocab.from_itos(artifacts["tgt_vocab"])
 
-    def evaluate(self, model, config, split, device) -> dict:
+    def evaluate(self, model, config, split, device, limit=None) -> dict:
         src_vocab, tgt_vocab = self._vocabs(config)
-        pairs = self._pairs(split, config["sizes"])
+        pairs = self._pairs(split, config["sizes"], limit or 0)
         references = [text for _, text in pairs]
         hypotheses = convert(model, [s for s, _ in pairs], src_vocab, tgt_vocab, device)
         return {"task": self.name, "model": config["model"], "split": split, "n": len(pairs),

@@ -252,6 +252,7 @@ class TaggingTask(Task):
     def __init__(self, scheme: str):
         _check_scheme(scheme)
         self.name = scheme
+        self.metric = "accuracy" if scheme == "pos" else "f1"  # 词性按字算准确率；分词、实体按词 / 实体算 F1
         self.description = self._DESCRIPTIONS[scheme]
 
     # ---------------------------------------------------------------- 数据
@@ -298,8 +299,8 @@ class TaggingTask(Task):
         ids = [vocab.encode(list(_to_corpus_width("".join(chars)))) for chars in char_lists]
         return [[tag_list[i] for i in path] for path in decode_in_batches(model, ids, device)]
 
-    def evaluate(self, model, config, split, device) -> dict:
-        examples = [(c, t) for c, t in self._examples(split) if c]
+    def evaluate(self, model, config, split, device, limit=None) -> dict:
+        examples = [(c, t) for c, t in self._examples(split) if c][:limit]
         gold = [tags for _, tags in examples]
         pred = self.predict_tags(model, config, [chars for chars, _ in examples], device)
         result = {"task": self.name, "model": config["model"], "split": split, "n": len(examples),
