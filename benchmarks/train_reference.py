@@ -61,12 +61,12 @@ def train(name: str, out_root: Path) -> dict:
     out = out_root / name
     command = ["aigc", "train", *RECIPES[name], "--out", str(Path("runs/reference") / name), "--seed", str(SEED)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", AIGC_PROFILE="cpu")
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    started, commit = time.strftime("%Y-%m-%d %H:%M:%S"), git_commit()  # 开始训练时的代码版本
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "aigc_lib.cli", "train", *RECIPES[name], "--out", str(out),
                     "--seed", str(SEED), "--quiet", "--overwrite"], env=env, check=True)
     provenance = {"name": name, "command": "AIGC_PROFILE=cpu OMP_NUM_THREADS=1 " + " ".join(command),
-                  "git_commit": git_commit(), "seed": SEED, "started": started,
+                  "git_commit": commit, "seed": SEED, "started": started,
                   "wall_seconds": round(time.perf_counter() - start, 1), "hardware": hardware()}
     (out / "train_provenance.json").write_text(json.dumps(provenance, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"{name}：训练完成，用时 {provenance['wall_seconds']:.0f} 秒", flush=True)
