@@ -222,6 +222,7 @@ def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str |
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": name, "config": json.dumps(config, ensure_ascii=False),
                                            "tied": json.dumps(tied)})
     os.replace(tmp, weights)
+    weights.chmod(0o644)  # 与仓库里其他文件一样，人人可读
     history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     record = {"name": name, "task": config["task"], "model": config["model"], "metric": task.metric,
               "parameters": sum(p.numel() for p in model.parameters()), "training": training,
