@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def test_the_zoo_ships_every_reference_model_within_the_size_budget():
         for key in ("command", "git_commit", "seed", "wall_seconds", "hardware"):
             assert key in record["training"], (row["name"], key)
         assert record["training"]["command"].startswith("AIGC_PROFILE=cpu OMP_NUM_THREADS=1 aigc train ")
+        assert re.fullmatch("[0-9a-f]{40}", record["training"]["git_commit"]), record["training"]["git_commit"]
         assert set(record["metrics"]) == {"val", "test"} and record["curve"]
 
 
@@ -105,6 +107,8 @@ def test_export_stores_float16_once_per_shared_tensor_and_loads_the_same_model(t
     assert record["slice"]["metrics"]["perplexity"] == pytest.approx(
         loaded.evaluate("test", limit=SLICE)["perplexity"], rel=1e-6)
     assert record["metrics"]["test"]["perplexity"] > 1 and record["curve"][0]["epoch"] == 1
+    run_history = json.loads((tiny_zoo / "run" / "history.json").read_text(encoding="utf-8"))["records"]
+    assert [r["val_loss"] for r in loaded.history.records] == pytest.approx([r["val_loss"] for r in run_history])
 
 
 def copy_zoo(tiny_zoo, tmp_path) -> Path:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..core.checkpoint import load_model_state, unwrap_model
+from ..core.history import History
 from ..core.runtime import device as pick_device
 from ..data.text import Vocab
 from ..tasks import Task, TaskError, get_task, load_run
@@ -64,6 +65,11 @@ class Pretrained:
         """模型的词表（拼音模型是目标一侧的汉字表；源一侧的音节表在 ``config["artifacts"]["src_vocab"]``）。"""
         artifacts = self.config["artifacts"]
         return Vocab.from_itos(artifacts["vocab"] if "vocab" in artifacts else artifacts["tgt_vocab"])
+
+    @property
+    def history(self) -> History:
+        """参考模型的训练记录（每轮的损失、验证指标、学习率），``pretrained(...).history.plot()`` 画出训练曲线。"""
+        return History(self.provenance.get("curve", []))
 
     @property
     def device(self) -> torch.device:
