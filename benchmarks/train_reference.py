@@ -33,7 +33,7 @@ RECIPES: dict[str, list[str]] = {
                 "--dropout", "0.2"],
     "pos": ["--task", "pos", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
     "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "16", "--num-layers", "4", "--dropout", "0.1"],
-    "ner": ["--task", "ner", "--model", "bilstm-crf", "--epochs", "20", "--hidden-dim", "192", "--dropout", "0.3"],
+    "ner": ["--task", "ner", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
     "sentiment-gru": ["--task", "sentiment", "--model", "gru", "--epochs", "10", "--vocab-size", "12000"],
     # 与 lm-gpt 参数量相当（约 127 万对 124 万）、读同样多的字：第 09 章比较两种结构用它
     "lm-lstm": ["--task", "lm", "--model", "lstm", "--epochs", "12", "--samples-per-epoch", "0", "--val-blocks", "0",
