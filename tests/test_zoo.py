@@ -16,7 +16,8 @@ import torch
 
 from aigc_lib.core.checkpoint import CheckpointMismatchError
 from aigc_lib.tasks import TaskError, get_task, load_run
-from aigc_lib.zoo import FORMAT, MODELS_DIR, SLICE, catalog, export_run, names, pretrained, provenance
+from aigc_lib.zoo import (FORMAT, MODELS_DIR, SLICE, catalog, catalog_markdown, export_run, names, pretrained,
+                          provenance)
 
 # 课程承诺自带的参考模型（issue 15）：每个 aigc 任务一个，语言模型两个家族
 EXPECTED = ["lm-gpt", "lm-lstm", "ner", "pinyin", "pos", "segment", "sentiment-gru"]
@@ -54,6 +55,13 @@ def test_the_zoo_ships_every_reference_model_within_the_size_budget():
         assert record["training"]["command"].startswith("AIGC_PROFILE=cpu OMP_NUM_THREADS=1 aigc train ")
         assert re.fullmatch("[0-9a-f]{40}", record["training"]["git_commit"]), record["training"]["git_commit"]
         assert set(record["metrics"]) == {"val", "test"} and record["curve"]
+
+
+def test_the_readme_table_is_the_one_generated_from_the_provenance_files():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- zoo-table")
+    table = readme[readme.index("-->", start) + 3 : readme.index("<!-- /zoo-table -->")].strip()
+    assert table == catalog_markdown(), "README 的模型库表过期了：用 aigc_lib.zoo.catalog_markdown() 重新生成"
 
 
 @pytest.mark.parametrize("name", EXPECTED)

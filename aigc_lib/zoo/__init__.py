@@ -159,6 +159,18 @@ def catalog(models_dir: str | Path = MODELS_DIR) -> list[dict]:
     return rows
 
 
+def catalog_markdown(models_dir: str | Path = MODELS_DIR) -> str:
+    """README 里模型库那张表（Markdown）：由来历文件生成，测试核对 README 与它一致，表里的数不是手抄的。"""
+    lines = ["| 名字 | 任务 | 模型 | 测试集指标 | 参数量 | 文件大小 | 怎样训练的 |", "|---|---|---|---|---|---|---|"]
+    for row in catalog(models_dir):
+        record = provenance(row["name"], models_dir)
+        epochs = len(record["curve"])
+        lines.append(f"| `{row['name']}` | {row['task']} | {row['model']} | {row['metric']} {row['test']:.4f} | "
+                     f"{row['parameters']:,} | {row['megabytes']:.1f} MB | {epochs} 轮，{row['train_minutes']:.0f} 分钟"
+                     f"（{record['training']['hardware']}） |")
+    return "\n".join(lines)
+
+
 def _check_name(name: str, models_dir) -> None:
     if not (Path(models_dir) / f"{name}.safetensors").is_file():
         known = names(models_dir)
@@ -249,5 +261,5 @@ def _curve_row(row: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in keep.items()}
 
 
-__all__ = ["FORMAT", "PREFIX", "SLICE", "Pretrained", "catalog", "export_run", "load", "names", "pretrained",
+__all__ = ["FORMAT", "PREFIX", "SLICE", "Pretrained", "catalog", "catalog_markdown", "export_run", "load", "names", "pretrained",
            "provenance"]
