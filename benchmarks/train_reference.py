@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES: dict[str, list[str]] = {
     "lm-gpt": ["--task", "lm", "--model", "gpt", "--epochs", "12", "--samples-per-epoch", "0", "--val-blocks", "0",
                "--dropout", "0.1", "--lr", "2e-3"],
-    "segment": ["--task", "segment", "--model", "bilstm-crf", "--epochs", "15", "--hidden-dim", "192",
+    "segment": ["--task", "segment", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192",
                 "--dropout", "0.2"],
-    "pos": ["--task", "pos", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
+    "pos": ["--task", "pos", "--model", "bilstm-crf", "--epochs", "6", "--hidden-dim", "192", "--dropout", "0.2"],
     "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "16", "--num-layers", "4", "--dropout", "0.1"],
     "ner": ["--task", "ner", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
     "sentiment-gru": ["--task", "sentiment", "--model", "gru", "--epochs", "10", "--vocab-size", "12000"],
