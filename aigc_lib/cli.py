@@ -97,17 +97,21 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
         group.add_argument("--device", default=None, type=_device, help="cpu、cuda、cuda:1、mps；默认自动选择")
         return p, group
 
-    train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]",
+    train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]\n      aigc train --resume 目录",
                        "训练一个模型，把检查点和训练记录写进 --out 目录",
                        "训练一个模型。尺寸默认按运行档位（AIGC_PROFILE = smoke | cpu | gpu）选取，每一项都能覆盖。\n"
-                       "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3")
+                       "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3\n"
+                       "被 Ctrl-C 打断（或收到 SIGTERM）的训练可以继续：aigc train --resume runs/gru\n"
+                       "（任务、模型、尺寸、种子都从目录里的 last.pt 读，结果与一口气训练完相同）。")
     group.add_argument("--task", help=f"任务（必需）：{', '.join(TASKS)}",
                        type=_value(str, "--task", choices=tuple(TASKS)))
     group.add_argument("--model", help="模型家族（必需），见 aigc --help 的任务表")
     group.add_argument("--out", help="输出目录（必需）：best.pt、last.pt、history.json、summary.json")
-    group.add_argument("--amp", default="off", type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
+    group.add_argument("--resume", metavar="目录", help="继续这个目录里被打断的训练（不能再给 --task、--model、--out 和尺寸）")
+    # --amp、--seed 的默认值是 None：这样 _check 能看出 --resume 时有没有写它们（不写时按 off、0 训练）
+    group.add_argument("--amp", default=None, type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
-    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=0, help="随机种子（默认 0）")
+    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=None, help="随机种子（默认 0）")
     flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
     flag(group, "--quiet", help="不显示进度条")
     flag(group, "--overwrite", help="--out 里已有另一次训练的结果时覆盖它（默认拒绝，免得误删）")
@@ -237,21 +241,46 @@ def _add_course_parser(sub, new, options, flag) -> None:
     group.add_argument("--only", default=None, help="只生成这些章节，逗号分隔的编号，例如 00,02")
 
 
-def _train(args) -> int:
-    from .tasks import get_task
+class Interrupted(Exception):
+    """训练被 Ctrl-C 或 SIGTERM 打断：:func:`main` 说明怎样继续，退出码 130。"""
 
-    task = get_task(args.task)
-    summary = task.train(args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp,
-                         seed=args.seed, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir)
+        self.run_dir = run_dir
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM（kill、作业调度器、容器停止）与 Ctrl-C 一样：保存进度后停下
+
+
+def _train(args) -> int:
+    import signal
+
+    from .tasks import get_task, resume_run
     from .tasks.base import _is_main_process
 
+    run_dir = args.resume if args.resume is not None else args.out
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if args.resume is not None:
+            summary = resume_run(args.resume, device=args.device, progress=not args.quiet)
+        else:
+            summary = get_task(args.task).train(
+                args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp or "off",
+                seed=args.seed or 0, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
+    except KeyboardInterrupt:  # 在 fit 之外被打断（准备数据时）：fit 里的中断由 fit 自己保存进度
+        raise Interrupted(run_dir) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.get("interrupted"):
+        raise Interrupted(run_dir)
     if _is_main_process():
         best = summary["best"] or {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
         print(f"完成：{summary['task']} / {summary['model']}，{summary['parameters']:,} 个参数，"
               f"训练 {summary['epochs_run']} 轮，用时 {summary['train_seconds']} 秒（{summary['device']}，"
               f"{summary['world_size']} 个进程）。最好的一轮（第 {best.get('epoch')} 轮）：{shown}。")
-        print(f"结果在 {Path(args.out)}/：best.pt、last.pt、history.json、summary.json")
+        print(f"结果在 {Path(run_dir)}/：best.pt、last.pt、history.json、summary.json")
     return 0
 
 
@@ -347,6 +376,15 @@ def _check(args, command: str) -> None:
     required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",)}
     missing = [("--" + name if command == "train" else name) for name in required.get(command, ())
                if getattr(args, name) is None]
+    if command == "train" and args.resume is not None:
+        given = [flag for flag, value in (("--task", args.task), ("--model", args.model), ("--out", args.out),
+                                          ("--amp", args.amp), ("--seed", args.seed)) if value is not None]
+        given += [flag for flag, on in (("--compile", args.compile), ("--overwrite", args.overwrite)) if on]
+        given += ["--" + name.replace("_", "-") for name in _size_overrides(args)]
+        if given:
+            raise UsageError(f"参数 --resume 不能和 {'、'.join(given)} 一起用：任务、模型、尺寸、种子和混合精度都从"
+                             f"目录里的 last.pt 读出（只有 --device、--quiet 可以一起写）", command)
+        return
     if missing:
         raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)
     if command == "course run" and args.inplace and args.out is not None:
@@ -407,8 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
         print(f"aigc {args.command}：错误：{error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("已中断。", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as error:
+        run_dir = error.run_dir if isinstance(error, Interrupted) else None
+        if run_dir is not None and (Path(run_dir) / "last.pt").is_file():
+            print(f"已中断，可用 aigc train --resume {run_dir} 继续", file=sys.stderr)
+        elif run_dir is not None:
+            print("已中断，还没有保存任何检查点：重新运行同一条命令（加 --overwrite）即可。", file=sys.stderr)
+        else:
+            print("已中断。", file=sys.stderr)
         return 130
 
 

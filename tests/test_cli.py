@@ -558,3 +558,91 @@ def test_json_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert json.loads(target.read_text("utf-8")) == {"task": "sentiment"}  # 旧文件完整
     write_json(target, {"task": "lm", "名字": "中文"})
     assert json.loads(target.read_text("utf-8")) == {"task": "lm", "名字": "中文"}
+
+
+# ---------------------------------------------------------------------------
+# 续训：被 SIGTERM 打断的训练用 aigc train --resume 继续，权重与一口气训练完的完全相同
+# ---------------------------------------------------------------------------
+
+# 第 N 轮写完检查点之后给自己发 SIGTERM（像作业调度器或 kill 那样），其余就是真正的 aigc 命令
+_TERM_AFTER_EPOCH = """
+import os, signal, sys
+from aigc_lib import cli
+from aigc_lib.core import training
+real = training._FitLoop._end_of_epoch
+def end_of_epoch(self, record):
+    real(self, record)
+    if record["epoch"] == int(os.environ["TERM_AFTER_EPOCH"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+training._FitLoop._end_of_epoch = end_of_epoch
+sys.exit(cli.main())
+"""
+
+RESUME_RUN = ["--task", "sentiment", "--model", "gru", "--quiet", "--embed-dim", "16", "--hidden-dim", "16",
+              *TINY[2:], "--epochs", "3"]
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_a_run_stopped_by_sigterm_resumes_from_the_cli_to_the_same_weights(tmp_path):
+    whole = _aigc("train", *RESUME_RUN, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    out = tmp_path / "stopped"
+    script = tmp_path / "term_after_epoch.py"
+    script.write_text(_TERM_AFTER_EPOCH, "utf-8")
+    stopped = subprocess.run([sys.executable, str(script), "train", *RESUME_RUN, "--out", str(out)],
+                             capture_output=True, text=True, env=dict(_env(), TERM_AFTER_EPOCH="1"), timeout=240)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == f"已中断，可用 aigc train --resume {out} 继续"
+    assert "Traceback" not in stopped.stderr and "完成" not in stopped.stdout
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["interrupted"] is True and summary["epochs_run"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    evaluated = _aigc("evaluate", str(out), "--json")  # 被打断的训练也能评估（读 best.pt）
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["model"] == "gru", evaluated.stderr
+
+    # 同一条命令再跑一次不会悄悄从第 1 轮重来，而是指向 --resume
+    again = _aigc("train", *RESUME_RUN, "--out", str(out))
+    assert again.returncode == 2 and f"aigc train --resume {out}" in again.stderr
+
+    resumed = _aigc("train", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["interrupted"] is False and summary["epochs_run"] == 3
+    for name in ("last.pt", "best.pt"):
+        expected, got = _state(tmp_path / "whole" / name), _state(out / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+    assert json.loads((out / "history.json").read_text("utf-8"))["records"][2]["train_loss"] == \
+        json.loads((tmp_path / "whole" / "history.json").read_text("utf-8"))["records"][2]["train_loss"]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--task", "sentiment"], "参数 --resume 不能和 --task 一起用"),
+    (["--out", "x", "--epochs", "5"], "参数 --resume 不能和 --out、--epochs 一起用"),
+    (["--seed", "1", "--overwrite"], "参数 --resume 不能和 --seed、--overwrite 一起用"),
+])
+def test_resume_refuses_flags_that_the_run_already_fixes(extra, expected, tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_resume_refuses_a_directory_without_a_run_and_one_that_is_being_written(trained_run, tmp_path):
+    empty = _aigc("train", "--resume", str(tmp_path))
+    assert empty.returncode == 2 and f"{tmp_path} 里没有可以续训的训练" in empty.stderr
+    assert "Traceback" not in empty.stderr and empty.stderr.count("\n") == 1
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    holder = _hold_lock(out)
+    try:
+        busy = _aigc("train", "--resume", str(out))
+        assert busy.returncode == 2 and f"进程号 {holder.pid}" in busy.stderr, busy.stderr
+    finally:
+        holder.kill()
+        holder.wait()
