@@ -86,8 +86,10 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                            for name, task in TASKS.items())
     parser = new("aigc", "aigc {train,evaluate,predict,generate,course} ...",
                  "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
-                 epilog="每个子命令都有自己的帮助，例如：aigc train --help")
-    options(parser)
+                 epilog="每个子命令都有自己的帮助，例如：aigc train --help\n"
+                        "出错时默认只打印一两行中文说明；加 --debug 或设环境变量 AIGC_DEBUG=1 显示完整的 Python 堆栈。")
+    group = options(parser)
+    group.add_argument("--debug", action="store_true", help="出错时显示完整的 Python 堆栈（给开发者；也可设 AIGC_DEBUG=1）")
     sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,course}")
 
     def add(name, usage, help_text, description):
@@ -256,7 +258,8 @@ def _raise_keyboard_interrupt(signum, frame):
 def _train(args) -> int:
     import signal
 
-    from .tasks import get_task, resume_run
+    from .core.training import NonFiniteLossError
+    from .tasks import TaskError, get_task, resume_run
     from .tasks.base import _is_main_process
 
     run_dir = args.resume if args.resume is not None else args.out
@@ -270,6 +273,12 @@ def _train(args) -> int:
                 seed=args.seed or 0, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
     except KeyboardInterrupt:  # 在 fit 之外被打断（准备数据时）：fit 里的中断由 fit 自己保存进度
         raise Interrupted(run_dir) from None
+    except NonFiniteLossError as error:  # fit 的建议写的是 Python 参数；命令行用户要的是参数名
+        again = "（重新训练时加 --overwrite）" if (Path(run_dir) / "last.pt").is_file() else ""
+        raise TaskError(
+            f"{error.where}的损失是 {error.value}，训练已停止。\n"
+            f"可以试试：把学习率调小（--lr 改成现在的十分之一）、用 --amp off 关掉混合精度、换一个 --seed{again}；"
+            "数据是你自己的，就检查里面有没有异常的行。") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if summary.get("interrupted"):
@@ -424,27 +433,61 @@ def _parse(argv: list[str]):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = _parse(argv)
-    except UsageError as error:
-        where = f"aigc {error.command}".strip()
-        print(f"{where}：错误：{error}。用 {where} --help 查看用法。", file=sys.stderr)
-        return 2
-    if args is None:
-        return 2
-    from .core.checkpoint import CheckpointMismatchError
+DEBUG_ENV = "AIGC_DEBUG"  # AIGC_DEBUG=1 与 aigc --debug 相同：出错时显示完整的堆栈
+
+
+def _user_errors() -> tuple:
+    """用户能自己改正的错误：参数、文件、检查点、环境变量、NaN……它们只打印一两行中文说明。"""
+    from .core.checkpoint import CheckpointError, CheckpointMismatchError
+    from .core.runtime import ProfileError
     from .course.run import CourseError
+    from .data.files import DataFileError
     from .tasks import TaskError
 
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate, "course": _course}
+    return (TaskError, CourseError, DataFileError, ProfileError, CheckpointError, CheckpointMismatchError,
+            OSError, UnicodeDecodeError, torch_out_of_memory())
+
+
+def torch_out_of_memory() -> type:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
+
+
+def _describe(error: BaseException) -> str:
+    """一个用户错误 -> 一两行中文。操作系统的错误（权限、磁盘满）自己带的是英文，补上文件名和该做什么。"""
+    if isinstance(error, torch_out_of_memory()):
+        return "显存（或内存）不够：把 --batch-size 调小，或加 --amp bf16；训练时也可以把模型的宽度调小。"
+    if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, IsADirectoryError)) \
+            and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"读写文件{where}失败（{error.strerror}）：请检查路径、权限和剩余的磁盘空间。"
+    return str(error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``aigc`` 的入口。用户能自己改正的错误只打印一两行中文说明，退出码 2；程序自己的错误（bug）
+    打印一行说明和 --debug 的提示，退出码 1。``--debug``（写在任何位置）或环境变量 ``AIGC_DEBUG=1``
+    时不拦截，显示完整的堆栈。"""
+    import os
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    command = "aigc"
     try:
+        try:
+            args = _parse(argv)
+        except UsageError as error:
+            where = f"aigc {error.command}".strip()
+            print(f"{where}：错误：{error}。用 {where} --help 查看用法。", file=sys.stderr)
+            return 2
+        if args is None:
+            return 2
+        command = f"aigc {args.command}"
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
+                    "course": _course}
         return commands[args.command](args)
-    except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
-        print(f"aigc {args.command}：错误：{error}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Interrupted) as error:
         run_dir = error.run_dir if isinstance(error, Interrupted) else None
         if run_dir is not None and (Path(run_dir) / "last.pt").is_file():
@@ -454,6 +497,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("已中断。", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug:
+            raise
+        if isinstance(error, _user_errors()):
+            print(f"{command}：错误：{_describe(error)}", file=sys.stderr)
+            return 2
+        print(f"{command}：内部错误 {type(error).__name__}：{str(error).splitlines()[0] if str(error) else ''}\n"
+              f"这多半是程序的问题，不是你的操作。加 --debug（或设环境变量 {DEBUG_ENV}=1）重新运行可看到完整的堆栈，"
+              "报告问题时请附上它。", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -646,3 +646,73 @@ def test_resume_refuses_a_directory_without_a_run_and_one_that_is_being_written(
     finally:
         holder.kill()
         holder.wait()
+
+
+# ---------------------------------------------------------------------------
+# 用户能改正的错误：一两行中文、退出码 2、没有堆栈；--debug 或 AIGC_DEBUG=1 才显示堆栈
+# ---------------------------------------------------------------------------
+
+
+def _fails_cleanly(result, *expected, lines=1):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == lines, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def test_a_bogus_profile_is_one_chinese_line_and_debug_shows_the_traceback(tmp_path):
+    argv = [sys.executable, "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "gru",
+            "--out", str(tmp_path / "x")]
+    bogus = dict(_env(), AIGC_PROFILE="bogus")
+    bogus.pop("AIGC_DEBUG", None)
+    result = subprocess.run(argv, capture_output=True, text=True, env=bogus, timeout=120)
+    _fails_cleanly(result, "aigc train：错误：环境变量 AIGC_PROFILE='bogus' 无效：只能是 smoke | cpu | gpu")
+    for debug_env, debug_flag in (({"AIGC_DEBUG": "1"}, []), ({}, ["--debug"])):
+        shown = subprocess.run(argv[:3] + debug_flag + argv[3:], capture_output=True, text=True,
+                               env=dict(bogus, **debug_env), timeout=120)
+        assert shown.returncode != 0 and "Traceback (most recent call last)" in shown.stderr
+        assert "AIGC_PROFILE='bogus' 无效" in shown.stderr.splitlines()[-1]
+
+
+def test_nan_loss_names_the_step_and_suggests_flags_not_python_arguments(tmp_path):
+    result = _aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path / "nan"), "--quiet",
+                   "--embed-dim", "16", "--hidden-dim", "16", *TINY, "--lr", "1e30")
+    _fails_cleanly(result, "aigc train：错误：第 1 轮第 ", "的损失是 ", "训练已停止", "--lr", "--amp off", lines=2)
+    assert "clip_grad_norm" not in result.stderr and "amp='off'" not in result.stderr
+
+
+def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
+    binary = tmp_path / "photo.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    _fails_cleanly(_aigc("predict", str(trained_run), "--file", str(binary)), f"文件 {binary} 看起来是二进制文件")
+    _fails_cleanly(_aigc("evaluate", str(trained_run / "history.json")), "是一个 JSON 文件，不是检查点")
+    assert "Python 对象" not in _aigc("evaluate", str(trained_run / "history.json")).stderr
+    weights = torch.load(trained_run / "best.pt", weights_only=True)["model"]
+    largest = max(weights.values(), key=lambda t: t.numel()).numpy().tobytes()
+
+    def flip_a_weight(data):  # torch.load 照样读得出来，只是一个权重悄悄变了
+        at = data.index(largest) + len(largest) // 2
+        return data[:at] + bytes([data[at] ^ 4]) + data[at + 1:]
+
+    for name, damage in (("empty.pt", lambda data: b""), ("cut.pt", lambda data: data[: len(data) // 2]),
+                         ("flipped.pt", flip_a_weight)):
+        broken = tmp_path / name
+        broken.write_bytes(damage((trained_run / "best.pt").read_bytes()))
+        _fails_cleanly(_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
+
+
+def test_a_bug_prints_one_line_with_the_debug_hint_and_debug_raises(monkeypatch, capsys, trained_run):
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.delenv("AIGC_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_evaluate", broken)
+    assert main(["evaluate", str(trained_run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aigc evaluate：内部错误 ZeroDivisionError：division by zero\n")
+    assert "--debug" in err and "AIGC_DEBUG=1" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "evaluate", str(trained_run)])
+    monkeypatch.setenv("AIGC_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["evaluate", str(trained_run)])
