@@ -458,10 +458,11 @@ def test_transformer_and_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "transformer", "--out", str(out),
-           "--quiet", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
+           "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("完成：") == 1  # 只有 rank 0 打印
+    # 只有 rank 0 打印：每轮的小结、“完成”，进度条（写在 stderr）也只有一个进程画
+    assert result.stdout.count("完成：") == 1 and result.stdout.count("第 1/1 轮") == 1, result.stdout
     summary = json.loads((out / "summary.json").read_text("utf-8"))
     assert summary["world_size"] == 2 and summary["model"] == "transformer"
     evaluated = _aigc("evaluate", str(out), "--json")
