@@ -307,7 +307,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .data.corpora import read_text
+    from .data.files import read_text
     from .tasks import TaskError, load_run
 
     texts = list(args.texts)

@@ -101,8 +101,10 @@ def _detect(data: bytes, name: str, final: bool) -> str:
     if text is not None:
         encoding = "utf-8"
     else:
-        # 没有 NUL 字节的才可能是 GB18030 / Big5；UTF-16 的字节数是偶数（ASCII 字符在 UTF-16 里带一个 NUL）
-        candidates = ([] if has_nul else ["gb18030", "big5"]) + (["utf-16-le", "utf-16-be"] if len(data) % 2 == 0 or not final else [])
+        # 有 NUL 字节的不会是 GB18030 / Big5（ASCII 字符在 UTF-16 里才带一个 NUL）；UTF-16 的字节数是偶数
+        candidates = [] if has_nul else ["gb18030", "big5"]
+        if len(data) % 2 == 0 or not final:
+            candidates += ["utf-16-le", "utf-16-be"]
         scored = []
         for candidate in candidates:
             decoded = _decode_prefix(data, candidate, final)
