@@ -54,17 +54,15 @@ from .data.corpora import (
     bio_entities,
     bmes_labels,
     bmes_to_words,
-    detect_encoding,
     entity_spans,
     find_boilerplate,
-    load_labeled,
     load_peoples_daily,
     load_reviews,
     peoples_daily_stats,
     raw_reviews,
-    read_text,
     review_stats,
 )
+from .data.files import DataFileError, detect_encoding, load_labeled, read_text
 from .data.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
 from .data.augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
 from .data.wordvectors import WordVectors, train_skipgram_fast

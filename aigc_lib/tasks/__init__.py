@@ -2,7 +2,7 @@
 
 一个任务一个文件夹 ``tasks/<名字>/``：``task.py`` 里是任务类、它的尺寸 dataclass 和模型表，
 旁边是它自己的数据准备（``data.py``）和基线（``baselines.py``）。公共部分在 ``base.py``
-（:class:`Task`、:class:`ModelSpec`、:func:`load_run`）和 ``sizes.py``（:func:`size`、:class:`Sizes`）。
+（:class:`Task`、:class:`ModelSpec`、:func:`load_run`、:func:`resume_run`）和 ``sizes.py``（:func:`size`、:class:`Sizes`）。
 
 命令行只认识下面这张表 ``TASKS``；新增一个任务只需写好它的文件夹，再登记::
 
@@ -12,7 +12,7 @@
 新增一个模型只需在任务的 ``models`` 表里加一项。
 """
 
-from .base import ModelSpec, Task, TaskError, load_run
+from .base import ModelSpec, Task, TaskError, load_run, resume_run
 from .sizes import Sizes, size, size_fields
 
 TASKS: dict[str, Task] = {}
@@ -65,5 +65,5 @@ for _task in (SentimentTask(), TaggingTask("segment"), TaggingTask("pos"), Taggi
               LanguageModelTask(), PinyinTask()):
     register(_task)
 
-__all__ = ["TASKS", "ModelSpec", "Sizes", "Task", "TaskError", "get_task", "load_run", "register", "size",
-           "unregister"]
+__all__ = ["TASKS", "ModelSpec", "Sizes", "Task", "TaskError", "get_task", "load_run", "register", "resume_run",
+           "size", "unregister"]

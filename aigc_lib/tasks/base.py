@@ -113,12 +113,16 @@ class Task:
 
     def train(self, model_name: str, out: str | Path, *, overrides: dict | None = None, device=None,
               amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, resume: bool = False) -> dict:
         """训练一个模型并把检查点、训练记录写进 ``out``；返回 summary（也写入 summary.json，最后写）。
 
         准备数据之前先检查尺寸、设备、混合精度和运行目录（:func:`~aigc_lib.tasks.rundir.claim`：
         目录能写、没有别的训练正在写它、里面没有另一次训练的结果——除非 ``overwrite=True``）。
         多进程（torchrun）时只有 0 号进程检查和占用目录，也只有它写文件。
+
+        ``resume=True`` 时从 ``out/last.pt`` 继续（一般用 :func:`resume_run`，它从检查点读出任务、模型、
+        尺寸和种子再调用这里）：同样的种子重做数据准备，权重、优化器、调度器、随机数和采样位置从检查点恢复，
+        所以结果与一口气训练完相同。被 Ctrl-C 或 SIGTERM 打断时 summary 里 ``interrupted`` 为 True。
         """
         sizes = self.sizes(model_name, overrides)
         seed_everything(seed)
@@ -127,10 +131,10 @@ class Task:
             resolve_amp(amp, dev)  # 混合精度设置不对时，在准备数据之前就报错
         except ValueError as error:
             raise TaskError(str(error)) from None
-        with claim(out, overwrite) if _is_main_process() else contextlib.nullcontext(Path(out)) as out:
-            return self._train(model_name, out, sizes, dev, amp, seed, compile, progress)
+        with claim(out, overwrite, resume=resume) if _is_main_process() else contextlib.nullcontext(Path(out)) as out:
+            return self._train(model_name, out, sizes, dev, amp, seed, compile, progress, resume)
 
-    def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress) -> dict:
+    def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress, resume=False) -> dict:
         train_loader, val_loader, artifacts = self.prepare(sizes)
         model = self.build_model(model_name, sizes, artifacts)
         # 权重衰减只作用于矩阵（线性层、嵌入）；偏置和归一化层的权重不衰减（同 nanoGPT）
@@ -145,11 +149,14 @@ class Task:
             "sizes": _plain(sizes),
             "artifacts": _plain(artifacts),
             "seed": seed,
+            "amp": amp,  # aigc train --resume 从这里读回训练时的设置
+            "compile": bool(compile),
         }
         history = fit(model, train_loader, val_loader, epochs=sizes["epochs"], optimizer=optimizer,
                       scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
                       monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
-                      config=config, progress=progress, **self.fit_options(sizes))
+                      config=config, progress=progress, resume=out / "last.pt" if resume else None,
+                      **self.fit_options(sizes))
         summary = {
             "task": self.name,
             "model": model_name,
@@ -161,11 +168,36 @@ class Task:
             "world_size": torch.distributed.get_world_size() if launched_by_torchrun()
             and torch.distributed.is_initialized() else 1,
             "sizes": _plain(sizes),
+            "interrupted": history.stop_reason == "interrupted",  # Ctrl-C / SIGTERM：可以 --resume 继续
         }
         if _is_main_process():
             write_json(out / "history.json", history.to_dict())
             write_json(out / "summary.json", _plain(summary))  # 最后写：有 summary.json 的目录就是一次完整的训练
         return summary
+
+
+def resume_run(run_dir: str | Path, *, device=None, progress: bool = True) -> dict:
+    """从运行目录里的 ``last.pt`` 继续一次训练（``aigc train --resume DIR``），返回 summary。
+
+    任务、模型、尺寸、种子、混合精度都从 last.pt 的 config 里读（被打断的训练可能还没有 summary.json），
+    然后调用 :meth:`Task.train` (``resume=True``)：同样占用运行目录的锁，同样的种子重做数据准备。
+    目录里没有可以续训的 last.pt 时抛 TaskError。
+    """
+    from . import get_task  # 避免循环导入
+
+    path = Path(run_dir)
+    last = path / "last.pt"
+    if not str(run_dir).strip() or not path.is_dir() or not last.is_file():
+        raise TaskError(f"{run_dir} 里没有可以续训的训练（需要 aigc train 写出的 last.pt）。"
+                        "请检查目录；要重新开始，用 aigc train --task ... --model ... --out 目录。")
+    config = load_checkpoint(last).get("config") or {}
+    missing = [key for key in ("task", "model", "sizes") if key not in config]
+    if missing:
+        raise TaskError(f"{last} 不是 aigc train 写出的检查点（缺少 {', '.join(missing)}），无法续训。")
+    task = get_task(config["task"])
+    return task.train(config["model"], path, overrides=config["sizes"], device=device,
+                      amp=config.get("amp", "off"), seed=config.get("seed", 0),
+                      compile=config.get("compile", False), progress=progress, resume=True)
 
 
 def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:

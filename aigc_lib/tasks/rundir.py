@@ -60,8 +60,11 @@ def existing_run(path: Path) -> str | None:
 
 
 @contextmanager
-def claim(out: str | Path, overwrite: bool = False):
-    """在 ``with`` 块里独占运行目录 ``out``（见模块说明），产出它的 ``Path``。"""
+def claim(out: str | Path, overwrite: bool = False, *, resume: bool = False):
+    """在 ``with`` 块里独占运行目录 ``out``（见模块说明），产出它的 ``Path``。
+
+    ``resume=True``（``aigc train --resume``）时同样加锁，但目录里的训练结果正是要继续的那次训练：不拒绝、不删除。
+    """
     path = check_out(out)
     lock = FileLock(str(path / LOCK_NAME))
     try:
@@ -75,11 +78,14 @@ def claim(out: str | Path, overwrite: bool = False):
     pid_file = path / PID_NAME
     try:
         pid_file.write_text(str(os.getpid()), "utf-8")
-        found = existing_run(path)
+        found = None if resume else existing_run(path)
         if found and not overwrite:
-            raise TaskError(f"--out {path} 里已经有{found}。换一个目录，或加 --overwrite 覆盖它（旧的这几个文件会被删掉）。")
-        for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
+            again = f"；要继续它，用 aigc train --resume {path}" if (path / "last.pt").is_file() else ""
+            raise TaskError(f"--out {path} 里已经有{found}。换一个目录，或加 --overwrite 覆盖它（旧的这几个文件会被删掉）"
+                            f"{again}。")
+        if not resume:
+            for name in RUN_FILES:
+                (path / name).unlink(missing_ok=True)
         yield path
     finally:
         pid_file.unlink(missing_ok=True)
