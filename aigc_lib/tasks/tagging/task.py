@@ -223,7 +223,7 @@ class TaggingSizes(Sizes):
     batch_size: int = size("每批样本数", smoke=32, cpu=64, gpu=128, at_least=1)
     lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=3e-3, cpu=5e-3, gpu=2e-3, above=0)
     embed_dim: int = size("字向量维数", smoke=32, cpu=128, gpu=128, at_least=1)
-    hidden_dim: int = size("BiLSTM 每个方向的隐藏层宽度", smoke=64, cpu=128, gpu=512, at_least=1)
+    hidden_dim: int = size("BiLSTM 两个方向合起来的隐藏层宽度（每个方向一半，须是偶数）", smoke=64, cpu=128, gpu=512, at_least=1)
     num_layers: int = size("层数", smoke=1, cpu=1, gpu=2, at_least=1)
     dropout: float = size("dropout 比例", smoke=0.0, cpu=0.1, gpu=0.2, at_least=0, below=1)
 
