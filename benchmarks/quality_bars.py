@@ -24,16 +24,17 @@ import time
 from pathlib import Path
 
 from aigc_lib.core.runtime import profile as current_profile
+from aigc_lib.tasks import get_task
 
-# (项目名, --task, --model, evaluate 输出里的指标)：按重要程度排列
+# (项目名, --task, --model)：按重要程度排列；比较的指标是任务自己的 Task.metric
 JOBS = [
-    ("sentiment-gru", "sentiment", "gru", "accuracy"),
-    ("pinyin", "pinyin", "seq2seq", "char_accuracy"),
-    ("segment", "segment", "bilstm-crf", "f1"),
-    ("ner", "ner", "bilstm-crf", "f1"),
-    ("lm-gpt", "lm", "gpt", "perplexity"),
-    ("lm-lstm", "lm", "lstm", "perplexity"),
-    ("sentiment-lstm", "sentiment", "lstm", "accuracy"),
+    ("sentiment-gru", "sentiment", "gru"),
+    ("pinyin", "pinyin", "seq2seq"),
+    ("segment", "segment", "bilstm-crf"),
+    ("ner", "ner", "bilstm-crf"),
+    ("lm-gpt", "lm", "gpt"),
+    ("lm-lstm", "lm", "lstm"),
+    ("sentiment-lstm", "sentiment", "lstm"),
 ]
 
 # 门槛：(说明, 用到的项目, 从这些项目的指标算出要比较的值, 达标条件)
@@ -58,7 +59,7 @@ BARS = {
 }
 
 
-def run_job(name: str, task: str, model: str, metric: str, out: Path, env: dict) -> dict:
+def run_job(name: str, task: str, model: str, out: Path, env: dict) -> dict:
     """训练 + 在测试集上评估一项。成功时返回 {"value": 指标的值, "seconds": 训练加评估的秒数,
     "evaluate": aigc evaluate 的全部输出, ...}，失败时返回 {"error": 说明}。"""
     aigc = [sys.executable, "-m", "aigc_lib.cli"]
@@ -72,6 +73,7 @@ def run_job(name: str, task: str, model: str, metric: str, out: Path, env: dict)
     if evaluate.returncode != 0:
         return {"error": f"aigc evaluate 失败（退出码 {evaluate.returncode}）：{evaluate.stderr.strip()[-500:]}"}
     result = json.loads(evaluate.stdout)
+    metric = get_task(task).metric
     return {"task": task, "model": model, "metric": metric, "value": result[metric],
             "seconds": round(time.perf_counter() - start, 1), "evaluate": result}
 
@@ -117,17 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     jobs, values = {}, {}
     bars = save(out, profile, jobs, values)
-    for name, task, model, metric in JOBS:
+    for name, task, model in JOBS:
         if name not in chosen:
             continue
         if args.budget is not None and time.perf_counter() - start > args.budget:
             jobs[name] = {"skipped": f"--budget {args.budget:.0f} 秒已用完"}
         else:
             print(f"—— {name}：aigc train --task {task} --model {model}（{profile} 档位）", flush=True)
-            jobs[name] = run_job(name, task, model, metric, out, env)
+            jobs[name] = run_job(name, task, model, out, env)
             if "value" in jobs[name]:
                 values[name] = jobs[name]["value"]
-                print(f"   测试集 {metric} = {values[name]:.4f}，{jobs[name]['seconds']} 秒", flush=True)
+                print(f"   测试集 {jobs[name]['metric']} = {values[name]:.4f}，{jobs[name]['seconds']} 秒", flush=True)
             else:
                 print(f"   {jobs[name]['error']}", flush=True)
         bars = save(out, profile, jobs, values)
