@@ -426,6 +426,19 @@ class Interrupter:
         return nn.functional.cross_entropy(model(xb), yb)
 
 
+@pytest.mark.parametrize("hint", [None, "aigc train --resume runs/x"])
+def test_an_interruption_says_how_to_resume(tmp_path, capsys, hint):
+    """Ctrl-C 时的那一行：默认指向 Python 的 fit(..., resume=...)，aigc train 传自己的命令。"""
+    model, loader, val, opt, _ = resumable_setup(0, 0.0, False)
+    history = fit(model, loader, val, epochs=3, optimizer=opt, step=Interrupter(at=3), checkpoint_dir=tmp_path,
+                  resume_hint=hint, progress=True)
+    out = capsys.readouterr().out
+    assert history.stop_reason == "interrupted"
+    expected = hint or f"fit(..., resume={str(tmp_path / 'last.pt')!r})"
+    assert f"已保存到 {tmp_path / 'last.pt'}；用 {expected} 从这里继续" in out
+    assert (hint is None) == ("fit(..., resume=" in out)
+
+
 def resumable_setup(seed, dropout, generator):
     """同一份数据；seed 只决定初始化和随机数状态（续训时故意换一个，检验一切都从检查点恢复）。"""
     seed_everything(seed)

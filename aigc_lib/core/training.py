@@ -367,6 +367,9 @@ class FitOptions:
     一口气训练完得到相同的权重。"""
     config: dict | None = None
     """和检查点一起存下的模型超参数（load_run 之类的函数靠它重建模型）。"""
+    resume_hint: str | None = None
+    """被 Ctrl-C 打断时告诉用户怎样继续的写法；默认是 Python 的 ``fit(..., resume='last.pt 的路径')``，
+    ``aigc train`` 传它自己的命令（``aigc train --resume 目录``）。"""
 
     # ---- 显示
     progress: bool = True
@@ -782,14 +785,14 @@ class _FitLoop:
             where = "（没有传 checkpoint_dir，未保存）"
         elif self.epoch == epoch:  # 这一轮已经结束，是在保存或显示时被打断的：存普通的轮末检查点
             self._checkpoint(path, rng=self.epoch_end_rng)
-            where = f"，已保存到 {path}"
+            where = f"，已保存到 {path}；用 {self.opts.resume_hint or f'fit(..., resume={str(path)!r})'} 从这里继续"
         elif self.done is None:
             where = "（恢复进度时被打断，检查点保持原样）"
         else:
             partial = asdict(self.log.progress_at(self.done))
             rng = self.done_rng if self.done_rng is not None else rng_state(self.generators)
             self._checkpoint(path, rng=rng, partial=partial)
-            where = f"，已保存到 {path}；用 fit(..., resume='{path}') 从这里继续"
+            where = f"，已保存到 {path}；用 {self.opts.resume_hint or f'fit(..., resume={str(path)!r})'} 从这里继续"
         self._say(f"训练在第 {epoch} 轮被中断（Ctrl-C），返回目前的训练记录{where}。")
 
     # ---- 显示

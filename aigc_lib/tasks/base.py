@@ -156,7 +156,7 @@ class Task:
                       scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
                       monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
                       config=config, progress=progress, resume=out / "last.pt" if resume else None,
-                      **self.fit_options(sizes))
+                      resume_hint=f"aigc train --resume {out}", **self.fit_options(sizes))
         summary = {
             "task": self.name,
             "model": model_name,
