@@ -264,7 +264,7 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
     while len(tokenizer) < vocab_size and heap:
         neg_count, _, _, a, b = heapq.heappop(heap)
         pair = (a, b)
-        if -neg_count != pair_counts[pair]:  # 过时的计数：更正后放回
+        if -neg_count != pair_counts[pair] or neg_count == 0:  # 过时的计数：更正后放回（已经没有的就扔掉）
             if pair_counts[pair] > 0:
                 heapq.heappush(heap, key(pair))
             continue
@@ -278,5 +278,6 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
                     grown.add(p)
         del pair_counts[pair]
         for p in grown:
-            heapq.heappush(heap, key(p))
+            if pair_counts[p] > 0:  # "a b a b" 合并 (a, b) 时 (N, a) 先 +1 又 -1，净增为 0
+                heapq.heappush(heap, key(p))
     return tokenizer
