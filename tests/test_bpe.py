@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import aigc_lib
 from aigc_lib.data import bpe
-from aigc_lib.data.bpe import BPETokenizer, byte_tie_order, split_chunks, train_bpe
+from aigc_lib.data.bpe import BPETokenizer, byte_tie_order, chars_per_token, chars_per_token_table, split_chunks, train_bpe
 from aigc_lib.tasks.lm import split_text
 
 
@@ -311,6 +311,33 @@ def test_short_text_stops_early():
     assert len(tokenizer) == 257 and tokenizer.encode("ab") == [256]
 
 
+# ---------------------------------------------------------------------------------------------
+# 每个词元几个字符
+# ---------------------------------------------------------------------------------------------
+def test_chars_per_token_against_counting_by_hand(train_lines, test_lines):
+    import jieba
+
+    text = "".join(test_lines[:200])
+    assert chars_per_token(text, list) == 1.0
+    n_words = 0
+    for _ in jieba.cut(text):  # 逐个数 jieba 切出的词
+        n_words += 1
+    assert chars_per_token(text, jieba.lcut) == len(text) / n_words
+    ours, theirs = train_bpe(train_lines[:300], 500), hf_train(train_lines[:300], 500)
+    assert chars_per_token(text, ours.encode) == len(text) / len(theirs.encode(text).ids)  # 另一份实现数的词元
+    with pytest.raises(ValueError, match="文本是空的"):
+        chars_per_token("", list)
+
+
+def test_chars_per_token_table(train_lines, test_lines):
+    text = "".join(test_lines[:200])
+    table = chars_per_token_table(text, train_lines[:300], vocab_sizes=(300, 600))
+    assert list(table) == ["字", "jieba 词", "BPE 300", "BPE 600"]
+    assert table["BPE 600"] == chars_per_token(text, train_bpe(train_lines[:300], 600).encode)
+    assert table["BPE 300"] < table["BPE 600"] and table["字"] == 1.0 < table["jieba 词"]
+
+
 def test_public_names_and_doctests():
     assert aigc_lib.train_bpe is train_bpe and aigc_lib.BPETokenizer is BPETokenizer
+    assert aigc_lib.chars_per_token is chars_per_token
     assert doctest.testmod(bpe).failed == 0
