@@ -16,7 +16,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import aigc_lib
 from aigc_lib.data import bpe
-from aigc_lib.data.bpe import BPETokenizer, byte_tie_order, chars_per_token, chars_per_token_table, split_chunks, train_bpe
+from aigc_lib.data.bpe import (
+    BPETokenizer,
+    byte_tie_order,
+    chars_per_token,
+    chars_per_token_table,
+    split_chunks,
+    train_bpe,
+)
 from aigc_lib.tasks.lm import split_text
 
 

@@ -25,7 +25,8 @@
 - 编号不同：这里字节 ``b`` 的编号就是 ``b``（0..255），HF 按字节的可见字符的码位给它们编号；
   合并出的词元两边都从 256 开始按产生的顺序编号，所以只需换算前 256 个。
 
-本模块只依赖标准库和 ``regex``（标准库的 ``re`` 不认识 ``\\p{L}`` 这类 Unicode 类别），可以单独复制。
+本模块只依赖标准库和 ``regex``（标准库的 ``re`` 不认识 ``\\p{L}`` 这类 Unicode 类别），可以单独复制；
+只有比较压缩率的 :func:`chars_per_token_table` 另外用到 jieba。
 """
 
 from __future__ import annotations
@@ -223,12 +224,14 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
     步骤：
 
     1. 预切分成块并数每个块出现几次。同一个块的合并结果总是一样，所以只处理不同的块，
-       每次计数乘上块的次数（《人民日报》训练集约 450 万字节，不同的块只有它的零头）。
+       计数时乘上块的次数。英文按词切块，重复极多；汉字串切出的块长，重复少：《人民日报》
+       训练集 446 万字节、33.8 万个块，不同的块 12.1 万个、共 364 万字节。
     2. 数出所有相邻词元对的次数，并记下每一对出现在哪些块里。
     3. 反复取次数最多的一对合成新词元。只有含这一对的块要改，而且每合并一处只影响它左右
        两个邻居对的计数（:func:`_merge_in_place`），所以每步的代价与受影响的块成正比，而不是
        重扫整个语料。次数最多的一对用堆来找：合并只会让旧的对变少、只会让含新词元的对变多，
        所以变多的对立即以新计数入堆，变少的对留在堆里（计数偏大），弹出时发现过时再更正放回。
+       在《人民日报》训练集上合并 3000 次，单核十几秒（HF 的 Rust 实现几秒）。
 
     次数相同时取 ``(左, 右)`` 排序键最小的一对：合并出的词元的键就是它的编号，单个字节的键是
     它在 :func:`byte_tie_order` 中的位置。这正是 HF ``BpeTrainer`` 的规则（它比较的是自己的编号），
@@ -258,7 +261,7 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
     tie = {b: i for i, b in enumerate(byte_tie_order())}
 
     def key(pair: tuple[int, int]) -> tuple[int, int, int, int, int]:
-        a, b = pair  # heapq 取最小的，所以次数取负
+        a, b = pair  # heapq 取最小的，所以次数取负；合并出的词元（编号 >= 256）的键就是编号
         return (-pair_counts[pair], tie.get(a, a), tie.get(b, b), a, b)
 
     heap = [key(pair) for pair in pair_counts]
@@ -266,7 +269,7 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
     while len(tokenizer) < vocab_size and heap:
         neg_count, _, _, a, b = heapq.heappop(heap)
         pair = (a, b)
-        if -neg_count != pair_counts[pair] or neg_count == 0:  # 过时的计数：更正后放回（已经没有的就扔掉）
+        if -neg_count != pair_counts[pair]:  # 过时的计数：更正后放回（已经没有的就扔掉）
             if pair_counts[pair] > 0:
                 heapq.heappush(heap, key(pair))
             continue
