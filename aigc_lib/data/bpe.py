@@ -252,11 +252,14 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
     counts = list(chunk_counts.values())  # 每个块出现的次数
 
     pair_counts: Counter[tuple[int, int]] = Counter()
-    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)  # 一对 -> 含它的块（可能偏多，用时再核对）
+    # 一对 -> 含它的块的下标。用列表而不用集合（省下几百 MB）：可能有过时或重复的下标，
+    # 合并时这些块里已经找不到这一对，_merge_in_place 什么也不做。
+    where: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
     for w, (tokens, count) in enumerate(zip(words, counts)):
         for pair in zip(tokens, tokens[1:]):
             pair_counts[pair] += count
-            where[pair].add(w)
+        for pair in set(zip(tokens, tokens[1:])):
+            where[pair].append(w)
 
     tie = {b: i for i, b in enumerate(byte_tie_order())}
 
@@ -279,8 +282,10 @@ def train_bpe(texts: str | Iterable[str], vocab_size: int, pattern: str = GPT2_S
             for p, delta in _merge_in_place(words[w], pair, new_id):
                 pair_counts[p] += delta * counts[w]
                 if delta > 0:
-                    where[p].add(w)
                     grown.add(p)
+                    blocks = where[p]
+                    if not blocks or blocks[-1] != w:  # 同一块的几处新对只记一次
+                        blocks.append(w)
         del pair_counts[pair]
         for p in grown:
             if pair_counts[p] > 0:  # "a b a b" 合并 (a, b) 时 (N, a) 先 +1 又 -1，净增为 0
