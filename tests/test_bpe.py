@@ -163,7 +163,7 @@ def test_wikipedia_example_by_hand():
     assert tokenizer.merges == [(a, a), (a, b), (256, 257), (a, c)]
     assert [tokenizer.token_bytes(i) for i in range(256, 260)] == [b"aa", b"ab", b"aaab", b"ac"]
     assert tokenizer.encode("aaabdaaabac") == [258, d, 258, 259]
-    assert tokenizer.encode("abab aaa") == [257, 257, ord(" "), 256, a]  # " " 与 "aaa" 在不同的块
+    assert tokenizer.encode("abab aaa") == [257, 257, ord(" "), 256, a]  # " aaa" 一块：aa 合并，剩一个 a
     assert my_merges(tokenizer) == hf_merges(hf_train(["aaabdaaabac"], 260))
 
 
