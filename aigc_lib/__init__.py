@@ -7,7 +7,7 @@
 层             内容
 ============  =====================================================================================
 core/         运行环境（设备、档位、种子、计时）、唯一的训练循环 ``fit``、学习率调度、手写优化器、检查点
-data/         清洗与切分、词表、课程语料与读者的文件、补齐与分桶、数据增强、词向量训练
+data/         清洗与切分、词表、字节级 BPE、课程语料与读者的文件、补齐与分桶、数据增强、词向量训练
 models/       每个模型家族一个文件；都接收张量：分类器 ``model(tokens, lengths) -> logits``
 metrics/      分类、排序、序列标注、生成的指标（对照 scikit-learn、sacrebleu、seqeval）
 generation    采样、束搜索（唯一的一份，语言模型与编码器-解码器共用）、KV 缓存
@@ -62,6 +62,7 @@ from .data.corpora import (
     raw_reviews,
     review_stats,
 )
+from .data.bpe import BPETokenizer, chars_per_token, train_bpe
 from .data.files import DataFileError, detect_encoding, load_labeled, read_text
 from .data.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
 from .data.augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
