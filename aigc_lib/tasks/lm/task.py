@@ -73,7 +73,7 @@ class LMSizes(Sizes):
     train_limit: int = size("只用前 N 句训练（0 表示全部）", smoke=2000, cpu=0, gpu=0, at_least=0)
     samples_per_epoch: int = size("每轮随机抽多少个训练片段（0 表示全部）", smoke=256, cpu=4096, gpu=0, at_least=0)
     val_blocks: int = size("每轮验证用前多少个片段（0 表示全部）", smoke=64, cpu=256, gpu=0, at_least=0)
-    min_freq: int = size("进入词表的最低词频（更少见的字变成 <unk>）", smoke=2, cpu=5, gpu=2, at_least=1)
+    min_freq: int = size("进入词表的最低词频（更少见的字变成 <unk>）", smoke=5, cpu=5, gpu=2, at_least=1)
     epochs: int = size("训练轮数", smoke=1, cpu=8, gpu=10, at_least=1)
     batch_size: int = size("每批样本数", smoke=16, cpu=32, gpu=128, at_least=1)
     lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=3e-3, cpu=2e-3, gpu=1e-3, above=0)
