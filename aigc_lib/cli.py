@@ -358,6 +358,7 @@ def _generate(args) -> int:
 
 
 def _pretrained(args) -> int:
+    from .console import display_width, pad
     from .zoo import catalog
 
     rows = catalog()
@@ -368,18 +369,11 @@ def _pretrained(args) -> int:
     table = [("名字", "任务", "模型", "参数量", "大小（MB）", "测试集指标", "训练（分钟）")]
     table += [(r["name"], r["task"], r["model"], f"{r['parameters']:,}", f"{r['megabytes']:.2f}",
                f"{r['metric']} {r['test']:.4f}", f"{r['train_minutes']:.1f}") for r in rows]
-    widths = [max(_width(row[i]) for row in table) for i in range(len(table[0]))]
+    widths = [max(display_width(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip())
     print("用法：aigc evaluate pretrained:名字 --split test --json；训练命令与来历见 aigc_lib/zoo/models/名字.json")
     return 0
-
-
-def _width(text: str) -> int:
-    """终端里占几列：汉字等全角字符占两列。"""
-    import unicodedata
-
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _course(args) -> int:

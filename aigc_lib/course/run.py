@@ -16,9 +16,10 @@ import os
 import re
 import sys
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..console import display_width, pad
 
 PROFILES = ("smoke", "cpu", "gpu")
 CHAPTER_NAME = re.compile(r"(\d\d)_[A-Za-z0-9_]+\.ipynb")
@@ -179,24 +180,15 @@ def format_failure(failure: CellFailure, tail: int = 12) -> str:
     return "\n".join(lines)
 
 
-def _display_width(text: str) -> int:
-    """终端里的显示宽度：汉字占两格。"""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - _display_width(text))
-
-
 def summary_table(results: list[ChapterRun]) -> str:
     """执行结束后的汇总表：章节、状态、用时（秒），最后一行是合计。"""
-    width = max([_display_width("章节")] + [_display_width(r.name) for r in results]) + 2
-    rows = [_pad("章节", width) + _pad("状态", 8) + "用时（秒）"]
+    width = max([display_width("章节")] + [display_width(r.name) for r in results]) + 2
+    rows = [pad("章节", width) + pad("状态", 8) + "用时（秒）"]
     for result in results:
         seconds = "-" if result.seconds is None else f"{result.seconds:.1f}"
-        rows.append(_pad(result.name, width) + _pad(result.status, 8) + f"{seconds:>9}")
+        rows.append(pad(result.name, width) + pad(result.status, 8) + f"{seconds:>9}")
     total = sum(r.seconds or 0.0 for r in results)
-    rows.append(_pad("合计", width) + _pad("", 8) + f"{total:>9.1f}")
+    rows.append(pad("合计", width) + pad("", 8) + f"{total:>9.1f}")
     return "\n".join(rows)
 
 

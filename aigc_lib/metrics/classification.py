@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..console import display_width, pad
 from ._common import _AVERAGES, _as_list, _paired, _prf, _ratio, _sorted_labels
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
@@ -108,16 +108,6 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence | None = None) -
     return matrix
 
 
-def _display_width(text: str) -> int:
-    """等宽字体里的显示宽度：汉字等全角字符占两格。"""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int, right: bool = False) -> str:
-    fill = " " * max(width - _display_width(text), 0)
-    return fill + text if right else text + fill
-
-
 def classification_report(
     y_true: Any,
     y_pred: Any,
@@ -164,10 +154,10 @@ def classification_report(
         return report
 
     titles = {"micro avg": "微平均", "macro avg": "宏平均", "weighted avg": "加权平均"}
-    name_width = max(_display_width(s) for s in [*names, "加权平均", "类别"]) + 2
+    name_width = max(display_width(s) for s in [*names, "加权平均", "类别"]) + 2
     col = max(digits + 5, 10)
     number = lambda x: f"{x:.{digits}f}"
-    line = lambda name, cells: _pad(name, name_width) + "".join(_pad(c, col, right=True) for c in cells)
+    line = lambda name, cells: pad(name, name_width) + "".join(pad(c, col, right=True) for c in cells)
     out = [line("类别", ["精确率", "召回率", "F1", "样本数"]), ""]
     out += [line(name, [number(p), number(r), number(f), str(n)]) for name, (p, r, f, n) in rows.items()]
     out.append("")

@@ -205,8 +205,6 @@ def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:
 
     ``run_dir`` 可以是运行目录（优先读 best.pt，没有就读 last.pt），也可以直接是 .pt 文件。
     """
-    from . import get_task  # 避免循环导入
-
     path = Path(run_dir)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
@@ -219,13 +217,21 @@ def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:
     config = ckpt.get("config") or {}
     if "task" not in config or "model_config" not in config:
         raise TaskError(f"{path} 不是 aigc train 写出的检查点（缺少 task / model_config），无法重建模型。")
-    task = get_task(config["task"])
-    if config["model"] not in task.models:
-        raise TaskError(f"{path} 里的模型 {config['model']!r} 不在任务 {task.name} 的模型表里，无法重建。")
-    model = task.models[config["model"]].model_class(**config["model_config"])
+    task, model = build_from_config(config, path)
     load_checkpoint(path, model)
     dev = pick_device(device)
     return task, model.to(dev).eval(), config
+
+
+def build_from_config(config: dict, source) -> tuple[Task, nn.Module]:
+    """按 ``aigc train`` 存下的 config（task、model、model_config）搭出还没装权重的模型，返回 ``(task, model)``。
+    ``source`` 是 config 来自的文件，只用在出错说明里。运行目录（:func:`load_run`）和模型库共用它。"""
+    from . import get_task  # 避免循环导入
+
+    task = get_task(config["task"])
+    if config["model"] not in task.models:
+        raise TaskError(f"{source} 里的模型 {config['model']!r} 不在任务 {task.name} 的模型表里，无法重建。")
+    return task, task.models[config["model"]].model_class(**config["model_config"])
 
 
 def _plain(value):

@@ -40,7 +40,8 @@ from ..core.checkpoint import load_model_state, unwrap_model
 from ..core.history import History
 from ..core.runtime import device as pick_device
 from ..data.text import Vocab
-from ..tasks import Task, TaskError, get_task, load_run
+from ..tasks import Task, TaskError, load_run
+from ..tasks.base import build_from_config
 from ..tasks.rundir import write_json
 
 FORMAT = "aigc_lib.zoo/1"
@@ -125,10 +126,7 @@ def pretrained(name: str, device=None, models_dir: str | Path = MODELS_DIR) -> P
     path = Path(models_dir) / f"{name}.safetensors"
     tensors, metadata = _read_weights(path, record)
     config = json.loads(metadata["config"])
-    task = get_task(config["task"])
-    if config["model"] not in task.models:
-        raise TaskError(f"{path} 里的模型 {config['model']!r} 不在任务 {task.name} 的模型表里，无法重建。")
-    model = task.models[config["model"]].model_class(**config["model_config"])
+    task, model = build_from_config(config, path)
     expected = model.state_dict()
     for key, source in json.loads(metadata.get("tied", "{}")).items():  # 共享的权重只存了一份
         if source in tensors:
@@ -147,15 +145,17 @@ def load(run: str, device=None) -> tuple[Task, nn.Module, dict]:
 
 
 def catalog(models_dir: str | Path = MODELS_DIR) -> list[dict]:
-    """``aigc pretrained list`` 的表：每个参考模型一行（名字、任务、模型、参数量、文件大小、测试集指标、训练用时）。"""
+    """``aigc pretrained list`` 的表：每个参考模型一行（名字、任务、模型、参数量、文件大小、测试集指标、
+    训练轮数、用时和硬件）。"""
     rows = []
     for name in names(models_dir):
         record = provenance(name, models_dir)
         metric = record["metric"]
         rows.append({"name": name, "task": record["task"], "model": record["model"],
                      "parameters": record["parameters"], "megabytes": round(record["weights"]["bytes"] / 2**20, 2),
-                     "metric": metric, "test": record["metrics"]["test"][metric],
-                     "train_minutes": round(record["training"]["wall_seconds"] / 60, 1)})
+                     "metric": metric, "test": record["metrics"]["test"][metric], "epochs": len(record["curve"]),
+                     "train_minutes": round(record["training"]["wall_seconds"] / 60, 1),
+                     "hardware": record["training"]["hardware"]})
     return rows
 
 
@@ -163,11 +163,9 @@ def catalog_markdown(models_dir: str | Path = MODELS_DIR) -> str:
     """README 里模型库那张表（Markdown）：由来历文件生成，测试核对 README 与它一致，表里的数不是手抄的。"""
     lines = ["| 名字 | 任务 | 模型 | 测试集指标 | 参数量 | 文件大小 | 怎样训练的 |", "|---|---|---|---|---|---|---|"]
     for row in catalog(models_dir):
-        record = provenance(row["name"], models_dir)
-        epochs = len(record["curve"])
         lines.append(f"| `{row['name']}` | {row['task']} | {row['model']} | {row['metric']} {row['test']:.4f} | "
-                     f"{row['parameters']:,} | {row['megabytes']:.1f} MB | {epochs} 轮，{row['train_minutes']:.0f} 分钟"
-                     f"（{record['training']['hardware']}） |")
+                     f"{row['parameters']:,} | {row['megabytes']:.1f} MB | {row['epochs']} 轮，{row['train_minutes']:.0f} 分钟"
+                     f"（{row['hardware']}） |")
     return "\n".join(lines)
 
 
