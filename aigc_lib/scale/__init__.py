@@ -8,3 +8,5 @@ from .memory import (
     measure_training_state,
     memory_bill,
 )
+from .laws import PowerLaw, fit_power_law
+from .budget import chinchilla_tokens, extrapolation_table, training_days, training_flops
