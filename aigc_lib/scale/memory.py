@@ -156,7 +156,8 @@ def gpt_activation_bytes(batch: int, seq_len: int, d_model: int, num_layers: int
       * ``"cpu"``：dropout = 0 时注意力走融合内核；dropout > 0 时 PyTorch 在 CPU 上改走数学实现
         （存 T×T 的注意力矩阵）；dropout 掩码是浮点数（每个 dtype_bytes 字节）；
       * ``"cuda"``：注意力总走融合内核（FlashAttention / memory-efficient，dropout 在内核里按随机种子重算，
-        不存掩码）；其余 dropout 的掩码是布尔值（1 字节）。
+        不存掩码）；其余 dropout 的掩码是布尔值（1 字节）。这一支按 PyTorch 的 CUDA 实现推出，只在有 GPU 时由测试对照
+        ``torch.cuda.memory_allocated`` 检查（tests/test_scale_memory.py）。
     ``include_loss``：是否算上交叉熵存的 log_softmax（B·T·V 个 fp32，词表大时不小）。
     ``checkpoint_activations``：每层只存输入。
 

@@ -86,7 +86,7 @@ class GPTSizes(LMSizes):
     d_model: int = size("模型宽度（Transformer）", smoke=32, cpu=128, gpu=384, at_least=1)
     num_heads: int = size("注意力头数（Transformer）", smoke=2, cpu=4, gpu=6, at_least=1)
     num_layers: int = size("层数", smoke=1, cpu=4, gpu=6, at_least=1)
-    checkpoint_activations: bool = size("激活检查点：每层只存输入，反向时重算层内激活（省内存、多花约 1/3 时间）", False)
+    checkpoint_activations: bool = size("激活检查点：每层只存输入，反向时重算层内激活（省内存，各层的计算多约 1/3）", False)
 
 
 @dataclass
