@@ -533,7 +533,8 @@ class GPTLanguageModel(nn.Module):
         tie_weights: 输出层与词向量共用一个矩阵（V×C）：参数少了 V·C 个，小语料上通常还更好。
         checkpoint_activations: 激活检查点（第 14 章）。打开后，训练时每层只存它的输入 x (B, T, C)，
             层内的中间结果（注意力、MLP 的激活）在反向传播时重算一遍：激活内存从约 16·BTC 个数/层（不用 dropout 时）
-            降到 BTC 个数/层，代价是反向时把各层的前向再算一遍（各层的计算量多约 1/3：前向 1 份、反向约 2 份；输出层和损失不重算）。dropout 照常可用：
+            降到 BTC 个数/层，代价是反向时把各层的前向再算一遍（各层的计算量多约 1/3：
+            前向 1 份、反向约 2 份；输出层和损失不重算）。dropout 照常可用：
             ``torch.utils.checkpoint`` 默认在重算前恢复随机数状态，重算出的 dropout 掩码与第一次相同，
             梯度与不打开时完全一样。也可以训练前直接改属性 ``model.checkpoint_activations = True``。
             它不是权重，检查点里没有它，打开与否都能互相加载。
