@@ -182,9 +182,9 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("file", nargs="?", default=None, help="文本文件（默认读标准输入）")
     flag(group, "--names", help="也遮盖人名、地名（用课程的命名实体识别模型 pretrained:ner，慢一些）")
 
-    detect, group = add("detect", "密钥 文件 --model 运行目录 [--gamma G] [--threshold Z] [--json]",
+    detect, group = add("detect", "密钥 文件 --model 运行目录 [--gamma G] [--alpha A] [--json]",
                         "检测一段文字里有没有 aigc generate --watermark 加的水印",
-                        "检测水印：按字把文件变成编号，数落在绿名单里的字，打印 z、单侧 p 值和结论。\n"
+                        "检测水印：按字把文件变成编号，数落在绿名单里的字，打印 z、单侧 p 值（精确的二项分布尾巴）和结论。\n"
                         "--model 只用来取词表（把字变成编号），不运行模型：检测不需要模型本身。\n"
                         "它必须是生成时用的那个模型（或同一个词表）。\n"
                         "例：aigc detect 我的密钥 out.txt --model pretrained:lm-gpt")
@@ -193,8 +193,8 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--model", default=None, help="生成时用的语言模型：" + RUN_HELP)
     group.add_argument("--gamma", type=_value(float, "--gamma", above=0, at_most=0.99), default=0.25,
                        help="绿名单占词表的比例，要与生成时的 --watermark-gamma 相同（默认 0.25）")
-    group.add_argument("--threshold", type=_value(float, "--threshold"), default=2.33,
-                       help="z 超过它就判为有水印（默认 2.33，即假阳性率 1%%）")
+    group.add_argument("--alpha", type=_value(float, "--alpha", above=0, at_most=1), default=0.01,
+                       help="假阳性率上限：p 值不超过它就判为有水印（默认 0.01）")
     flag(group, "--json", help="只打印一个 JSON 对象")
 
     zoo = new("aigc pretrained", "aigc pretrained list [--json]",
@@ -451,15 +451,15 @@ def _detect(args) -> int:
         watermark = Watermark(args.key, gamma=args.gamma)
     except ValueError as error:
         raise TaskError(str(error)) from None
-    result = detect_watermark(vocab.encode(list(text)), len(vocab), watermark, z_threshold=args.threshold)
+    result = detect_watermark(vocab.encode(list(text)), len(vocab), watermark, alpha=args.alpha)
     if args.json:
         print(json.dumps({"z": result.z, "p_value": result.p_value, "green": result.green, "scored": result.scored,
-                          "watermarked": result.watermarked, "threshold": args.threshold}, ensure_ascii=False))
+                          "watermarked": result.watermarked, "alpha": args.alpha}, ensure_ascii=False))
         return 0
     verdict = "有水印" if result.watermarked else "没有检测到水印"
     print(f"z = {result.z:.2f}，p = {result.p_value:.2e}（{result.scored} 个字里 {result.green} 个在绿名单里，"
           f"没有水印时约 {args.gamma:.0%}）")
-    print(f"结论：{verdict}（阈值 z > {args.threshold}）" + ("" if result.scored >= 25 else "；文字太短，结论不可靠"))
+    print(f"结论：{verdict}（p <= {args.alpha} 判为有水印）" + ("" if result.scored >= 25 else "；文字太短，结论不可靠"))
     return 0
 
 

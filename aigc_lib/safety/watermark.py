@@ -10,9 +10,12 @@
 检测：文本里有 T 个词可以打分（每个词都有上一个词），其中 g 个落在各自的绿名单里。没有水印时每个词
 落进绿名单的概率是 gamma，g 近似服从正态分布，于是
 
-.. math:: z = \\frac{g - \\gamma T}{\\sqrt{T \\gamma (1 - \\gamma)}}, \\qquad p = 1 - \\Phi(z)
+.. math:: z = \\frac{g - \\gamma T}{\\sqrt{T \\gamma (1 - \\gamma)}}
 
-z 超过阈值（默认 2.33，单侧 p < 1%）就判为"有水印"。没有水印的文本被误判的概率不超过这个 p。
+论文用正态分布的尾巴 :math:`1 - \\Phi(z)` 当 p 值，阈值 z > 2.33 对应 1%。但 g 是整数：T = 200 时
+z > 2.33 等于 g >= 65，而没有水印时 P(g >= 65) = 1.03%，比名义上的 1% 略高。所以这里的 p 值用精确的
+二项分布尾巴 :math:`P(G \\ge g), G \\sim \\mathrm{Binomial}(T, \\gamma)`，p <= ``alpha``（默认 0.01）判为"有水印"：
+没有水印的文本被误判的概率对任何 T 都不超过 alpha。z 仍然给出，用来比较强弱。
 
 重复的（上一个词, 这个词）只算一次（``ignore_repeated=True``，默认）：同一对词在正常文本里反复出现时，
 它们的"绿不绿"不是独立的，全算进去会让没有水印的文本也得到偏大的 z（Kirchenbauer et al. 的
@@ -34,7 +37,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-Z_THRESHOLD = 2.33  # 单侧正态分布的 99% 分位数：假阳性率 1%
+ALPHA = 0.01  # 默认的假阳性率上限
 
 
 @functools.lru_cache(maxsize=8192)
@@ -80,7 +83,7 @@ class Watermark:
 
 
 class Detection(NamedTuple):
-    """检测结果：``z``、单侧 ``p_value``、绿词数 ``green``、打分的词数 ``scored``、是否判为有水印。"""
+    """检测结果：``z``、精确的单侧 ``p_value``、绿词数 ``green``、打分的词数 ``scored``、是否判为有水印。"""
 
     z: float
     p_value: float
@@ -89,12 +92,28 @@ class Detection(NamedTuple):
     watermarked: bool
 
 
+def binomial_tail(g: int, n: int, p: float) -> float:
+    """:math:`P(G \\ge g)`，:math:`G \\sim \\mathrm{Binomial}(n, p)`：在对数空间里把每一项加起来（n 上万也不会溢出）。
+
+    >>> round(binomial_tail(65, 200, 0.25), 5)
+    0.01033
+    """
+    if g <= 0:
+        return 1.0
+    if g > n:
+        return 0.0
+    log_terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p)
+                 + (n - k) * math.log1p(-p) for k in range(g, n + 1)]
+    top = max(log_terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
+
+
 def detect_watermark(token_ids: Sequence[int], vocab_size: int, watermark, gamma: float = 0.25,
-                     z_threshold: float = Z_THRESHOLD, ignore_repeated: bool = True) -> Detection:
+                     alpha: float = ALPHA, ignore_repeated: bool = True) -> Detection:
     """检测一串编号里有没有水印。不需要模型：只要编号、词表大小和密钥。
 
     ``watermark`` 是 :class:`Watermark`，或者密钥字符串（此时用 ``gamma``）。第一个编号没有上一个词，不打分；
-    ``ignore_repeated`` 见模块说明。可打分的词为 0 时 z = 0、p = 1。
+    ``ignore_repeated`` 见模块说明。p 值 <= ``alpha`` 时判为有水印。可打分的词为 0 时 z = 0、p = 1。
     """
     wm = watermark if isinstance(watermark, Watermark) else Watermark(str(watermark), gamma)
     ids = [int(i) for i in token_ids]
@@ -108,8 +127,14 @@ def detect_watermark(token_ids: Sequence[int], vocab_size: int, watermark, gamma
     if scored == 0:
         return Detection(0.0, 1.0, 0, 0, False)
     z = (green - wm.gamma * scored) / math.sqrt(scored * wm.gamma * (1 - wm.gamma))
-    p_value = 0.5 * math.erfc(z / math.sqrt(2))  # 1 - Φ(z)
-    return Detection(z, p_value, green, scored, z > z_threshold)
+    p_value = binomial_tail(green, scored, wm.gamma)
+    return Detection(z, p_value, green, scored, p_value <= alpha)
+
+
+def detection_rate(sequences, vocab_size: int, watermark, alpha: float = ALPHA, **options) -> float:
+    """一组编号序列里被判为有水印的比例：水印文本上是检出率，普通文本上是假阳性率。"""
+    results = [detect_watermark(ids, vocab_size, watermark, alpha=alpha, **options) for ids in sequences]
+    return sum(r.watermarked for r in results) / len(results) if results else 0.0
 
 
 def _green_set(wm: Watermark, previous: int, vocab_size: int) -> frozenset:
