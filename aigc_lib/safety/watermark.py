@@ -19,11 +19,11 @@ z > 2.33 等于 g >= 65，而没有水印时 P(g >= 65) = 1.03%，比名义上�
 
 重复的（上一个词, 这个词）只算一次（``ignore_repeated=True``，默认）：同一对词在正常文本里反复出现时，
 它们的"绿不绿"不是独立的，全算进去会让没有水印的文本也得到偏大的 z（Kirchenbauer et al. 的
-后续论文 "On the Reliability of Watermarks for LLMs" 也这样做）。
+后续论文 "On the Reliability of Watermarks for LLMs" 也这样做）。用法::
 
-    >>> wm = Watermark("我的密钥")
-    >>> ids = generate(model, "今天", 200, vocab=vocab, watermark=wm)        # aigc_lib.generate
-    >>> detect_watermark(vocab.encode(list("今天" + ids)), len(vocab), wm).z  # 远大于 2.33
+    wm = Watermark("我的密钥")
+    text = generate(model, "今天", 200, vocab=vocab, watermark=wm)              # aigc_lib.generate
+    detect_watermark(vocab.encode(list("今天" + text)), len(vocab), wm).p_value  # 远小于 0.01
 """
 
 from __future__ import annotations
