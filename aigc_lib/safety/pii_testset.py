@@ -1,5 +1,6 @@
 """个人信息检测的测试集：造句子、埋进个人信息和"难负例"，记下标准答案；再按类别算精确率和召回率。
 
+    >>> from aigc_lib.safety.pii import find_pii
     >>> examples = make_pii_testset(200, seed=0)
     >>> pred = [find_pii(e.text) for e in examples]
     >>> pii_scores([e.spans for e in examples], pred)["phone"]["recall"]
