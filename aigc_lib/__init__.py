@@ -14,6 +14,7 @@ generation    采样、束搜索（唯一的一份，语言模型与编码器-�
 tasks/        ``aigc`` 命令的任务：每个任务一个文件夹（数据准备、基线、尺寸、模型表）
 scale/        规模：训练的内存账单（公式与测量）、缩放定律拟合、算力预算与外推到真实大小
 zoo/          模型库：课程自带的参考模型（safetensors + 来历），``pretrained("lm-gpt")``
+safety/       负责任的 AIGC：个人信息遮盖、绿名单水印、WEAT 与反事实替换、记忆（n-gram 重叠、提取率）
 course/       ``aigc course run / build``：执行整门课、生成离线网站
 其余          ``plotting`` 中文作图与进度条、``console`` 中文表格在终端里对齐、``imbalance`` 类别不平衡、
               ``compress`` 剪枝 / 量化 / 蒸馏
@@ -151,6 +152,13 @@ from .scale import (
     training_days,
     training_flops,
 )
+
+# ---- safety：个人信息、水印、偏见、记忆（第 16 章）
+from .safety.pii import Span, find_pii, is_valid_id_number, luhn_valid, mask_pii
+from .safety.pii_testset import make_pii_testset, pii_scores
+from .safety.watermark import Watermark, detect_watermark, detection_rate, replace_tokens
+from .safety.bias import counterfactual_flips, swap_words, weat
+from .safety.memorization import NgramIndex, extraction_rate, ngram_overlap
 
 # ---- zoo：课程自带的参考模型
 from .zoo import Pretrained, pretrained
