@@ -57,8 +57,9 @@ class LoRALinear(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
         self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))   # (r, d_in)
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))  # (d_out, r)：0，起点就是原模型
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)  # 与被包的层同设备、同精度
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **like))   # (r, d_in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **like))  # (d_out, r)：0，起点就是原模型
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # 与 nn.Linear 的默认初始化相同
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -117,7 +118,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     names = [name for name, module in model.named_modules() if isinstance(module, LoRALinear)]
     for name in names:
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+        parent = model.get_submodule(parent_name)
         setattr(parent, child, getattr(parent, child).merged())
     return model
 
