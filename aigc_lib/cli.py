@@ -4,6 +4,7 @@
     aigc evaluate runs/gru --split test --json
     aigc predict runs/gru "这本书很好看" "物流太慢了"
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
+    aigc chat runs/sft                               # 和指令微调过的模型对话（--prompt "..." 只问一句）
     aigc pretrained list                             # 课程自带的参考模型；用 pretrained:名字 代替运行目录
     aigc generate pretrained:lm-gpt "今天" --top-p 0.9
     aigc generate pretrained:lm-gpt "今天" --watermark 我的密钥 > out.txt   # 加绿名单水印
@@ -24,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("train", "evaluate", "predict", "generate", "mask", "detect", "pretrained", "course")
+COMMANDS = ("train", "evaluate", "predict", "generate", "chat", "mask", "detect", "pretrained", "course")
 MAX_NEW_TOKENS = 10_000  # aigc generate 一次最多写这么多字：再多就该分几次写，而不是让终端卡住
 COURSE_COMMANDS = ("run", "build")
 
@@ -92,13 +93,13 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
 
     task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
                            for name, task in TASKS.items())
-    parser = new("aigc", "aigc {train,evaluate,predict,generate,mask,detect,pretrained,course} ...",
+    parser = new("aigc", "aigc {train,evaluate,predict,generate,chat,mask,detect,pretrained,course} ...",
                  "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
                  epilog="每个子命令都有自己的帮助，例如：aigc train --help\n"
                         "出错时默认只打印一两行中文说明；加 --debug 或设环境变量 AIGC_DEBUG=1 显示完整的 Python 堆栈。")
     group = options(parser)
     group.add_argument("--debug", action="store_true", help="出错时显示完整的 Python 堆栈（给开发者；也可设 AIGC_DEBUG=1，它同时打开模型的数值检查，见 aigc_lib.models.layers）")
-    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,mask,detect,pretrained,course}")
+    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,chat,mask,detect,pretrained,course}")
 
     def add(name, usage, help_text, description):
         p = new(f"aigc {name}", f"aigc {name} {usage}", description,
@@ -196,6 +197,15 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--alpha", type=_value(float, "--alpha", above=0, at_most=1), default=0.01,
                        help="假阳性率上限：p 值不超过它就判为有水印（默认 0.01）")
     flag(group, "--json", help="只打印一个 JSON 对象")
+
+    chat, group = add("chat", "运行目录 [--prompt 消息]", "和指令微调过的模型（aigc train --task sft）对话",
+                      "在终端里和 aigc train --task sft 训练的模型多轮对话：输入一句、回车，它回答；\n"
+                      "对话历史放不进上下文时从最早的一轮丢起，并会告诉你。Ctrl-D 或 Ctrl-C 退出。\n"
+                      "例：aigc chat runs/sft\n    aigc chat runs/sft --prompt \"判断这条评论的情感：物流太慢了\"")
+    group.add_argument("run", nargs="?", help=RUN_HELP)
+    group.add_argument("--prompt", default=None, help="只问这一句，打印回答后退出（不进入对话）")
+    group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=1, at_most=64),
+                       default=48, help="每次回答最多多少个字（默认 48，最多 64：上下文只有 128 个位置）")
 
     zoo = new("aigc pretrained", "aigc pretrained list [--json]",
               "课程自带的参考模型（模型库）：装好就能用，不用训练。在 evaluate、predict、generate 里\n"
@@ -463,6 +473,54 @@ def _detect(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    from .tasks import TaskError
+    from .zoo import load
+
+    task, model, config = load(args.run, device=args.device)
+    if not hasattr(task, "reply"):
+        raise TaskError(f"任务 {task.name} 的模型不能对话；aigc chat 只用于 aigc train --task sft 训练的模型"
+                        "（或 pretrained:chat）。")
+    limit = config["artifacts"]["context_len"] - args.max_new_tokens - 8  # 8：角色标记和 <|end|> 的位置
+    if args.prompt is not None:
+        message = _shorten(args.prompt, limit)
+        if not message:
+            raise TaskError("--prompt 是空的：请写上要问的话。")
+        print(task.reply(model, config, [], message, args.max_new_tokens)[0])
+        return 0
+    print("开始对话（输入一句话后回车；Ctrl-D 或 Ctrl-C 退出）。", file=sys.stderr)
+    history: list = []
+    while True:
+        try:
+            line = input("你：")
+        except (EOFError, KeyboardInterrupt):
+            print("\n再见。", file=sys.stderr)
+            return 0
+        message = _shorten(line.strip(), limit)
+        if not message:
+            print("（空行不会发送：请输入一句话；Ctrl-D 或 Ctrl-C 退出。）", file=sys.stderr)
+            continue
+        try:
+            answer, dropped = task.reply(model, config, history, message, args.max_new_tokens)
+        except KeyboardInterrupt:
+            print("\n再见。", file=sys.stderr)
+            return 0
+        if dropped:
+            print(f"（上下文只有 {config['artifacts']['context_len']} 个位置：已丢掉最早的 {dropped} 轮对话，"
+                  "模型看不到它们了。）", file=sys.stderr)
+            history = history[2 * dropped:]
+        history += [("user", message), ("assistant", answer)]
+        print(f"助手：{answer}", flush=True)
+
+
+def _shorten(message: str, limit: int) -> str:
+    """太长的消息只留前 ``limit`` 个字，并说一声（模型的上下文放不下更多）。"""
+    if len(message) > limit:
+        print(f"（消息有 {len(message)} 个字，太长了：只保留前 {limit} 个字。）", file=sys.stderr)
+        return message[:limit]
+    return message
+
+
 def _pretrained(args) -> int:
     from .console import display_width, pad
     from .zoo import catalog
@@ -526,7 +584,7 @@ def _check_command_names(argv: list[str]) -> None:
 def _check(args, command: str) -> None:
     """argparse 之外由我们检查的：必需的参数、只能用一个的参数。"""
     required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",),
-                "detect": ("key", "file", "model")}
+                "chat": ("run",), "detect": ("key", "file", "model")}
     missing = [("--" + name if command == "train" or name == "model" else name) for name in required.get(command, ())
                if getattr(args, name) is None]
     if command == "train" and args.resume is not None:
@@ -632,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command = f"aigc {args.command}"
         commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
-                    "mask": _mask, "detect": _detect, "pretrained": _pretrained, "course": _course}
+                    "chat": _chat, "mask": _mask, "detect": _detect, "pretrained": _pretrained, "course": _course}
         return commands[args.command](args)
     except (KeyboardInterrupt, Interrupted) as error:
         run_dir = error.run_dir if isinstance(error, Interrupted) else None

@@ -127,3 +127,34 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """``(可训练的参数个数, 全部参数个数)``；共享的参数（绑定的词向量）只数一次。"""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+from .transformer import GPTLanguageModel  # noqa: E402  （放在这里：上面的 LoRA 本身不依赖任何模型家族）
+
+
+class LoRAGPT(GPTLanguageModel):
+    """:class:`~aigc_lib.models.GPTLanguageModel` 加上 LoRA：构造参数多了 ``lora_rank``（0 表示不加，
+    即全量微调）、``lora_alpha``、``lora_dropout``、``lora_targets``，它们也记在 ``config`` 里，
+    所以 ``LoRAGPT(**model.config)`` 能重建同样结构的模型（读回检查点时就是这样做的）。
+
+    调用方式与 GPT 相同：``model(tokens (B, T)) -> logits (B, T, V)``。
+    """
+
+    def __init__(self, *args, lora_rank: int = 0, lora_alpha: float = 1.0, lora_dropout: float = 0.0,
+                 lora_targets=GPT_TARGETS, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = {**self.config, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
+                       "lora_dropout": lora_dropout, "lora_targets": list(lora_targets)}
+        if lora_rank:
+            add_lora(self, lora_rank, lora_alpha, targets=lora_targets, dropout=lora_dropout)
+
+    def load_base_weights(self, state: dict) -> None:
+        """读入一个普通 GPT 的 state_dict（加了 LoRA 的层的键多一段 ``.base``，A、B 保持初始值）。"""
+        own = self.state_dict()
+        mapped = {}
+        for key in own:
+            if key.endswith(("lora_A", "lora_B")):
+                mapped[key] = own[key]
+            else:
+                mapped[key] = state[key.replace(".base.", ".")]
+        self.load_state_dict(mapped)

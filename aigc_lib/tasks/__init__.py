@@ -60,9 +60,10 @@ from .sentiment import SentimentTask  # noqa: E402
 from .tagging import TaggingTask  # noqa: E402
 from .lm import LanguageModelTask  # noqa: E402
 from .pinyin import PinyinTask  # noqa: E402
+from .sft import SFTTask  # noqa: E402
 
 for _task in (SentimentTask(), TaggingTask("segment"), TaggingTask("pos"), TaggingTask("ner"),
-              LanguageModelTask(), PinyinTask()):
+              LanguageModelTask(), PinyinTask(), SFTTask()):
     register(_task)
 
 __all__ = ["TASKS", "ModelSpec", "Sizes", "Task", "TaskError", "get_task", "load_run", "register", "resume_run",
