@@ -199,11 +199,12 @@ def _sources(split: str, pinyin_limit: int | None) -> dict[str, list]:
     注音很慢，所以只取前 ``pinyin_limit`` 对（None 表示全部）。"""
     earlier = {"train": (), "val": ("train",), "test": ("train", "val")}[split]
     seen_sentences = {sentence_text(s) for other in earlier for s in load_peoples_daily(other)}
-    seen_reviews = {t for other in earlier for t, _ in load_reviews(other)}
+    # 评论按转成全角以后的写法去重："好,便宜" 和 "好，便宜" 对模型是同一句话
+    seen_reviews = {to_model_text(t) for other in earlier for t, _ in load_reviews(other)}
     sentences = [s for s in load_peoples_daily(split) if sentence_text(s) not in seen_sentences]
     return {
         "sentiment": [(to_model_text(t), y) for t, y in load_reviews(split)
-                      if len(t) <= MAX_REVIEW and t not in seen_reviews],
+                      if len(t) <= MAX_REVIEW and to_model_text(t) not in seen_reviews],
         "segment": [s for s in sentences if len(sentence_text(s)) <= MAX_SEGMENT],
         "pinyin": pinyin_pairs(split, max_chars=MAX_PINYIN, limit=pinyin_limit),
         "ner": [s for s in sentences if len(sentence_text(s)) <= MAX_NER],

@@ -1,0 +1,205 @@
+"""指令微调任务 sft：对话模板、只在回答上算损失、划分不重叠、从 lm-gpt 出发、aigc chat 的边界情况。"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aigc_lib import pretrained
+from aigc_lib.models import trainable_parameters
+from aigc_lib.tasks.sft import (ASSISTANT, END, SPECIAL_TOKENS, USER, chat_tokens, chat_vocab, encode_conversation,
+                                extend_rows, pad_batch, parse_chat, render_chat, score, word_spans)
+from aigc_lib.tasks.sft.data import _sources, sentence_text
+from aigc_lib.tasks.sft.task import build_chat_gpt
+
+CHARS = "我们爱北京天安门，。正负面ab "
+
+
+def random_chat(rng: random.Random) -> list[tuple[str, str]]:
+    """随机的对话：1–4 轮，内容是随机的字（可以为空），最后可能停在用户的话上。"""
+    messages = []
+    for _ in range(rng.randint(1, 4)):
+        messages.append(("user", "".join(rng.choice(CHARS) for _ in range(rng.randint(0, 8)))))
+        messages.append(("assistant", "".join(rng.choice(CHARS) for _ in range(rng.randint(0, 8)))))
+    return messages[:-1] if rng.random() < 0.3 else messages
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return chat_vocab(pretrained("lm-gpt").vocab.itos)
+
+
+def test_template_round_trip():
+    rng = random.Random(0)
+    for _ in range(300):
+        messages = random_chat(rng)
+        text = render_chat(messages)
+        assert parse_chat(text) == messages
+        tokens = chat_tokens(text)
+        assert len(tokens) == sum(len(content) + 2 for _, content in messages)  # 每条消息：标记 + 内容 + <|end|>
+        assert "".join(tokens) == text
+        assert render_chat(messages, add_generation_prompt=True) == text + ASSISTANT
+    with pytest.raises(ValueError, match="<\\|end\\|>"):
+        parse_chat(USER + "你好")
+
+
+def answer_positions_by_brute_force(tokens: list[str]) -> list[bool]:
+    """逐个 token 往回找最近的角色标记：它是 <|assistant|>、且这个 token 本身不是角色标记，就是回答的一部分。"""
+    flags = []
+    for i, token in enumerate(tokens):
+        roles = [t for t in tokens[:i] if t in (USER, ASSISTANT)]
+        flags.append(token not in (USER, ASSISTANT) and bool(roles) and roles[-1] == ASSISTANT)
+    return flags
+
+
+def test_loss_mask_covers_exactly_the_answer_tokens(vocab):
+    rng = random.Random(1)
+    for _ in range(200):
+        messages = random_chat(rng)
+        ids, labels = encode_conversation(messages, vocab)
+        tokens = chat_tokens(render_chat(messages))
+        assert ids == vocab.encode(tokens)
+        expected = answer_positions_by_brute_force(tokens)
+        assert [label != -100 for label in labels] == expected
+        assert all(label == i for label, i, keep in zip(labels, ids, expected) if keep)
+        n_answer_tokens = sum(len(c) + 1 for role, c in messages if role == "assistant")  # 内容 + <|end|>
+        assert sum(expected) == n_answer_tokens
+
+
+def test_masked_loss_equals_mean_over_answer_tokens_by_hand(vocab):
+    """pad_batch + 交叉熵（忽略 -100）= 只在回答位置上 -log p 的平均；补齐的位置不影响结果。"""
+    rng = random.Random(2)
+    torch.manual_seed(0)
+    logits_table = torch.randn(len(vocab), len(vocab))  # 一个"模型"：下一个 token 的 logits 只看当前 token
+    for _ in range(20):
+        chats = [random_chat(rng) for _ in range(rng.randint(1, 5))]
+        encoded = [encode_conversation(c, vocab) for c in chats]
+        x, y = pad_batch(encoded)
+        loss = F.cross_entropy(logits_table[x].flatten(0, 1), y.flatten())
+        terms = []
+        for ids, labels in encoded:
+            for t in range(len(ids) - 1):
+                if labels[t + 1] != -100:
+                    terms.append(-torch.log_softmax(logits_table[ids[t]], -1)[labels[t + 1]])
+        if terms:
+            torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+def test_splits_share_no_source_sentence():
+    sources = {}
+    for split in ("train", "val", "test"):
+        items = _sources(split, pinyin_limit=300)
+        texts = {t for t, _ in items["sentiment"]} | {text for _, text in items["pinyin"]}
+        texts |= {sentence_text(s) for kind in ("segment", "ner", "continue") for s in items[kind]}
+        sources[split] = texts
+    assert not sources["train"] & sources["val"]
+    assert not sources["train"] & sources["test"]
+    assert not sources["val"] & sources["test"]
+    assert min(map(len, sources.values())) > 1000
+
+
+def test_extend_rows_keeps_old_rows_and_puts_new_ones_near_the_mean():
+    for seed in range(5):
+        weight = torch.randn(50, 8, generator=torch.Generator().manual_seed(seed)) * 3
+        extended = extend_rows(weight, 4, seed)
+        assert torch.equal(extended[:50], weight)
+        assert (extended[50:] - weight.mean(0)).abs().max() < 0.2
+        assert len({tuple(r.tolist()) for r in extended[50:]}) == 4  # 新行彼此不同
+
+
+@pytest.mark.parametrize("rank", [0, 4])
+def test_fine_tuning_starts_from_lm_gpt(vocab, rank):
+    """刚搭好的 SFT 模型在旧字上的 logits 与 lm-gpt 相同（新 token 只是多出的几列）；LoRA 时只有 A、B 可训练。"""
+    base = pretrained("lm-gpt").model
+    sizes = {"dropout": 0.0, "lora_rank": rank, "lora_alpha": 8.0, "lora_dropout": 0.0}
+    model = build_chat_gpt(sizes, {"vocab": list(vocab.itos)}).eval()
+    V = base.config["vocab_size"]
+    tokens = torch.randint(0, V, (3, 40), generator=torch.Generator().manual_seed(rank))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens)[..., :V], base(tokens), atol=1e-4, rtol=1e-4)
+    trainable, total = trainable_parameters(model)
+    if rank:
+        assert all(n.endswith(("lora_A", "lora_B")) for n, p in model.named_parameters() if p.requires_grad)
+        # 4 层，每层 4 个 128×128 投影（r·256）和前馈的 128->512、512->128（各 r·640）
+        assert trainable == 4 * rank * (4 * 256 + 2 * 640)
+    else:
+        assert trainable == total
+
+
+def test_scores_by_hand():
+    assert score("sentiment", ["正面", "负面", "正面"], ["正面", "正面", " 正面 "]) == pytest.approx(2 / 3)
+    # 分词：标准 {我们, 爱, 北京}，预测 {我, 们, 爱, 北京}：对 2 个，F1 = 2·2 / (3 + 4)
+    assert score("segment", ["我们 爱 北京"], ["我 们 爱 北京"]) == pytest.approx(4 / 7)
+    assert sorted(word_spans(["ab", "c"])) == [(0, 2), (2, 3)]
+    assert score("ner", ["人名：江泽民；地名：北京", "没有"], ["人名：江泽民、李鹏", "没有"]) == pytest.approx(2 / 4)
+    assert score("pinyin", ["我们爱北京"], ["我们爱背景"]) == pytest.approx(3 / 5)
+
+
+# ---------------------------------------------------------------------------
+# 命令行：训练、评估、对话（子进程；每个进程 1 个线程，2 核的机器上不互相抢）
+# ---------------------------------------------------------------------------
+
+ENV = {**os.environ, "AIGC_PROFILE": "smoke", "OMP_NUM_THREADS": "1"}
+
+
+def aigc(*args, stdin: str = "", timeout: int = 240):
+    return subprocess.run([sys.executable, "-m", "aigc_lib.cli", *args], input=stdin, capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "run"
+    result = aigc("train", "--task", "sft", "--model", "gpt", "--out", str(out), "--quiet", "--lora-rank", "2",
+                  "--train-per-type", "4", "--val-per-type", "2", "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_evaluate_and_one_answer(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["sizes"]["lora_rank"] == 2
+    result = aigc("evaluate", str(run_dir), "--split", "test", "--limit", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    kinds = list(table["metrics"])
+    assert kinds == ["sentiment", "segment", "pinyin", "ner", "continue"]
+    for kind in kinds:
+        assert table[f"{kind}_n"] == 2
+        for column in ("score", "baseline", "zero_shot"):
+            assert 0.0 <= table[f"{kind}_{column}"] <= 1.0
+    assert table["mean_score"] == pytest.approx(sum(table[f"{k}_score"] for k in kinds) / len(kinds))
+    answer = aigc("chat", str(run_dir), "--prompt", "判断这条评论的情感：物流太慢了")
+    assert answer.returncode == 0, answer.stderr
+    assert END not in answer.stdout and not any(t in answer.stdout for t in SPECIAL_TOKENS)
+
+
+def test_chat_empty_line_long_message_and_end_of_input(run_dir):
+    long_message = "很好" * 200
+    result = aigc("chat", str(run_dir), stdin=f"\n   \n{long_message}\n你好\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("空行不会发送") == 2
+    assert "只保留前" in result.stderr and "400 个字" in result.stderr
+    assert result.stdout.count("助手：") == 2  # 长消息截短后照样回答，空行不回答
+    assert "已丢掉最早的" in result.stderr  # 截短的长消息几乎占满上下文，下一句时必须丢掉它
+    assert "再见" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_chat_ctrl_c_exits_cleanly(run_dir):
+    process = subprocess.Popen([sys.executable, "-m", "aigc_lib.cli", "chat", str(run_dir)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    line = ""
+    while "开始对话" not in line and time.time() < deadline:  # 等它读完模型、开始等输入
+        line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "再见" in err and "Traceback" not in err
