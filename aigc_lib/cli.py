@@ -488,23 +488,23 @@ def _chat(args) -> int:
             raise TaskError("--prompt 是空的：请写上要问的话。")
         print(task.reply(model, config, [], message, args.max_new_tokens)[0])
         return 0
-    print("开始对话（输入一句话后回车；Ctrl-D 或 Ctrl-C 退出）。", file=sys.stderr)
+    try:  # Ctrl-D（输入结束）或 Ctrl-C 在任何时候按下都是正常退出：退出码 0，不打印堆栈
+        _chat_loop(task, model, config, limit, args.max_new_tokens)
+    except (EOFError, KeyboardInterrupt):
+        print("\n再见。", file=sys.stderr)
+    return 0
+
+
+def _chat_loop(task, model, config: dict, limit: int, max_new_tokens: int) -> None:
+    """一问一答地循环，直到输入结束（EOFError）或 Ctrl-C（KeyboardInterrupt），由调用者接住。"""
+    print("开始对话（输入一句话后回车；Ctrl-D 或 Ctrl-C 退出）。", file=sys.stderr, flush=True)
     history: list = []
     while True:
-        try:
-            line = input("你：")
-        except (EOFError, KeyboardInterrupt):
-            print("\n再见。", file=sys.stderr)
-            return 0
-        message = _shorten(line.strip(), limit)
+        message = _shorten(input("你：").strip(), limit)
         if not message:
             print("（空行不会发送：请输入一句话；Ctrl-D 或 Ctrl-C 退出。）", file=sys.stderr)
             continue
-        try:
-            answer, dropped = task.reply(model, config, history, message, args.max_new_tokens)
-        except KeyboardInterrupt:
-            print("\n再见。", file=sys.stderr)
-            return 0
+        answer, dropped = task.reply(model, config, history, message, max_new_tokens)
         if dropped:
             print(f"（上下文只有 {config['artifacts']['context_len']} 个位置：已丢掉最早的 {dropped} 轮对话，"
                   "模型看不到它们了。）", file=sys.stderr)

@@ -177,7 +177,7 @@ class SFTTask(Task):
 
 @lru_cache(maxsize=1)
 def _baseline() -> Baseline:
-    return Baseline(instruction_examples("train", pick(smoke=300, cpu=5000, gpu=5000)))
+    return Baseline(instruction_examples("train", pick(smoke=100, cpu=5000, gpu=5000)))
 
 
 def _decode(ids, vocab: Vocab, stop: str) -> str:
