@@ -118,7 +118,7 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
 
 def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
     assert main(["train", "--task", "poetry", "--model", "gru", "--out", str(tmp_path)]) == 2
-    assert "--task 只能是 sentiment | segment | pos | ner | lm | pinyin，收到 'poetry'" in capsys.readouterr().err
+    assert "--task 只能是 sentiment | segment | pos | ner | lm | pinyin | sft，收到 'poetry'" in capsys.readouterr().err
     assert main(["train", "--task", "sentiment", "--model", "cnn", "--out", str(tmp_path)]) == 2
     assert "可选：rnn, lstm, gru, transformer" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
@@ -406,7 +406,7 @@ def toy():
 
 def test_a_task_registered_from_outside_trains_evaluates_and_predicts(toy, tmp_path, capsys, monkeypatch):
     text = _train_help(monkeypatch, capsys)
-    assert "--toy-width N" in text and "玩具模型隐藏层宽度 [toy]" in text and "[sentiment、segment、pos、ner、lm、pinyin、toy]" in text
+    assert "--toy-width N" in text and "玩具模型隐藏层宽度 [toy]" in text and "[sentiment、segment、pos、ner、lm、pinyin、sft、toy]" in text
     out = tmp_path / "toy"
     assert main(["train", "--task", "toy", "--model", "mlp", "--out", str(out), "--quiet", "--toy-width", "12",
                  "--epochs", "4"]) == 0

@@ -40,7 +40,7 @@ ANSWER_RESERVE = 48  # 对话时给回答留的位置：历史加新问题最多
 class SFTSizes(Sizes):
     train_per_type: int = size("每种指令最多用多少条训练样本（0 表示全部）", smoke=24, cpu=2000, gpu=0, at_least=0)
     val_per_type: int = size("每种指令用多少条验证样本算验证损失", smoke=8, cpu=100, gpu=300, at_least=1)
-    multi_turn: float = size("拼成多轮对话的比例（其余是一问一答）", 0.3, at_least=0, at_most=1)
+    multi_turn: float = size("拼成多轮对话的比例（其余是一问一答）", 0.3, at_least=0, below=1)
     epochs: int = size("训练轮数", smoke=1, cpu=3, gpu=5, at_least=1)
     batch_size: int = size("每批样本数", smoke=8, cpu=32, gpu=64, at_least=1)
     lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=1e-3, cpu=1e-3, gpu=5e-4, above=0)
