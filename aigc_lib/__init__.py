@@ -87,6 +87,7 @@ from .models import (
     skipgram_step,
     tagger_step,
 )
+from .models.lora import LoRAGPT, LoRALinear, add_lora, merge_lora
 
 # ---- metrics：指标
 from .metrics import (

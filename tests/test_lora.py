@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from aigc_lib.models import GPT_TARGETS, GPTLanguageModel, LoRALinear, add_lora, merge_lora, trainable_parameters
+from aigc_lib.compress import count_parameters
+from aigc_lib.models import GPT_TARGETS, GPTLanguageModel, LoRALinear, add_lora, merge_lora
 
 peft = pytest.importorskip("peft")
 
@@ -66,7 +67,7 @@ def test_lora_matches_peft(rank, alpha, targets):
             assert (got - base(tokens)).abs().max() > 1e-3  # 支路确实改变了输出
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
         # 两边可训练的参数一样多，且都只有 A、B
-        assert trainable_parameters(ours)[0] == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+        assert count_parameters(ours, trainable_only=True) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("rank,alpha", [(1, 2.0), (3, 3.0), (8, 16.0)])
@@ -100,14 +101,14 @@ def test_only_a_and_b_are_trainable_and_start_as_identity():
     model = small_gpt(0)
     tokens = torch.randint(0, 40, (2, 12))
     before = model(tokens).detach()
-    trainable_before, total_before = trainable_parameters(model)
+    trainable_before, total_before = count_parameters(model, trainable_only=True), count_parameters(model)
     add_lora(model, rank=2, alpha=4)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all(n.endswith(("lora_A", "lora_B")) for n in names)
     # 每层 6 个目标：4 个 16×16 投影、16->64、64->16；每个 r·(d_in + d_out)
     per_layer = 4 * 2 * (16 + 16) + 2 * (16 + 64) + 2 * (64 + 16)
-    assert trainable_parameters(model)[0] == 2 * per_layer
-    assert trainable_parameters(model)[1] == total_before + 2 * per_layer and trainable_before == total_before
+    assert count_parameters(model, trainable_only=True) == 2 * per_layer
+    assert count_parameters(model) == total_before + 2 * per_layer and trainable_before == total_before
     torch.testing.assert_close(model(tokens), before)  # B = 0：输出不变
     # 反向传播后只有 A、B 有梯度（B = 0 时 A 的梯度为 0，B 的梯度不为 0）
     model(tokens).sum().backward()

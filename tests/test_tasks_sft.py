@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from aigc_lib import pretrained
-from aigc_lib.models import trainable_parameters
+from aigc_lib.compress import count_parameters
 from aigc_lib.tasks.sft import (ASSISTANT, END, SPECIAL_TOKENS, USER, chat_tokens, chat_vocab, encode_conversation,
-                                extend_rows, pad_batch, parse_chat, render_chat, score, word_spans)
+                                extend_rows, pad_conversations, parse_chat, render_chat, score, word_spans)
 from aigc_lib.tasks.sft.data import _sources, sentence_text
 from aigc_lib.tasks.sft.task import build_chat_gpt
 
@@ -74,14 +74,14 @@ def test_loss_mask_covers_exactly_the_answer_tokens(vocab):
 
 
 def test_masked_loss_equals_mean_over_answer_tokens_by_hand(vocab):
-    """pad_batch + 交叉熵（忽略 -100）= 只在回答位置上 -log p 的平均；补齐的位置不影响结果。"""
+    """pad_conversations + 交叉熵（忽略 -100）= 只在回答位置上 -log p 的平均；补齐的位置不影响结果。"""
     rng = random.Random(2)
     torch.manual_seed(0)
     logits_table = torch.randn(len(vocab), len(vocab))  # 一个"模型"：下一个 token 的 logits 只看当前 token
     for _ in range(20):
         chats = [random_chat(rng) for _ in range(rng.randint(1, 5))]
         encoded = [encode_conversation(c, vocab) for c in chats]
-        x, y = pad_batch(encoded)
+        x, y = pad_conversations(encoded)
         loss = F.cross_entropy(logits_table[x].flatten(0, 1), y.flatten())
         terms = []
         for ids, labels in encoded:
@@ -124,7 +124,7 @@ def test_fine_tuning_starts_from_lm_gpt(vocab, rank):
     tokens = torch.randint(0, V, (3, 40), generator=torch.Generator().manual_seed(rank))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens)[..., :V], base(tokens), atol=1e-4, rtol=1e-4)
-    trainable, total = trainable_parameters(model)
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     if rank:
         assert all(n.endswith(("lora_A", "lora_B")) for n, p in model.named_parameters() if p.requires_grad)
         # 4 层，每层 4 个 128×128 投影（r·256）和前馈的 128->512、512->128（各 r·640）
@@ -166,6 +166,7 @@ def run_dir(tmp_path_factory):
 def test_train_evaluate_and_one_answer(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["sizes"]["lora_rank"] == 2
+    assert summary["trainable_parameters"] == 4 * 2 * (4 * 256 + 2 * 640)  # 只有 LoRA 的 A、B
     result = aigc("evaluate", str(run_dir), "--split", "test", "--limit", "2", "--json")
     assert result.returncode == 0, result.stderr
     table = json.loads(result.stdout)

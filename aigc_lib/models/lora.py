@@ -11,7 +11,7 @@ W、b 冻结，只训练 A、B：参数从 d_out·d_in 降到 r·(d_in + d_out)�
 
     model = GPTLanguageModel(100, d_model=32, num_heads=4, num_layers=2)
     add_lora(model, rank=4, alpha=8)          # 注意力的 q/k/v/out 投影和前馈的两层都加上支路
-    trainable_parameters(model)               # 只有 A、B 可训练
+    count_parameters(model, trainable_only=True)   # 只有 A、B 可训练（aigc_lib.compress.count_parameters）
     merge_lora(model)                         # 折回 nn.Linear，和普通 GPT 一样用
 
 测试把它与 Hugging Face 的 ``peft`` 库对照：同样的权重，输出相同（误差 1e-6 以内）。
@@ -121,12 +121,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent = model.get_submodule(parent_name)
         setattr(parent, child, getattr(parent, child).merged())
     return model
-
-
-def trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(可训练的参数个数, 全部参数个数)``；共享的参数（绑定的词向量）只数一次。"""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 from .transformer import GPTLanguageModel  # noqa: E402  （放在这里：上面的 LoRA 本身不依赖任何模型家族）

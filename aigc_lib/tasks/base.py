@@ -161,6 +161,7 @@ class Task:
             "task": self.name,
             "model": model_name,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),  # LoRA 时少得多
             "epochs_run": len(history),
             "best": history.best(self.monitor) if len(history) else None,
             "train_seconds": round(sum(r.get("time", 0.0) for r in history.records), 1),

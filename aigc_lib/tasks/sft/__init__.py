@@ -4,9 +4,9 @@
 from .data import (ASSISTANT, END, KINDS, NEW_TOKENS, SPECIAL_TOKENS, USER, Example, chat_tokens, chat_vocab,
                    conversations, encode_conversation, instruction_examples, parse_chat, render_chat, to_model_text)
 from .scoring import METRICS, Baseline, parse_entities, score, word_spans
-from .task import SFTSizes, SFTTask, build_chat_gpt, extend_rows, pad_batch
+from .task import SFTSizes, SFTTask, build_chat_gpt, extend_rows, pad_conversations
 
 __all__ = ["ASSISTANT", "Baseline", "END", "Example", "KINDS", "METRICS", "NEW_TOKENS", "SFTSizes", "SFTTask",
            "SPECIAL_TOKENS", "USER", "build_chat_gpt", "chat_tokens", "chat_vocab", "conversations",
-           "encode_conversation", "extend_rows", "instruction_examples", "pad_batch", "parse_chat", "parse_entities",
+           "encode_conversation", "extend_rows", "instruction_examples", "pad_conversations", "parse_chat", "parse_entities",
            "render_chat", "score", "to_model_text", "word_spans"]

@@ -80,7 +80,7 @@ def build_chat_gpt(sizes: dict, artifacts: dict) -> LoRAGPT:
     return model
 
 
-def pad_batch(batch: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_conversations(batch: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
     """``[(ids, labels), ...]`` -> ``(x, y)``，各 (B, T)，T 是这批最长的长度减 1：x = ids[:-1] 右侧补 0（<pad>），
     y = labels[1:] 右侧补 -100（补的位置不算损失）。"""
     T = max(len(ids) for ids, _ in batch) - 1
@@ -110,9 +110,9 @@ class SFTTask(Task):
         val = conversations(instruction_examples("val", sizes["val_per_type"]), context_len + 1, 0.0)
         encode = [encode_conversation(chat, vocab) for chat in train], [encode_conversation(c, vocab) for c in val]
         generator = torch.Generator().manual_seed(seed)
-        train_loader = DataLoader(encode[0], batch_size=sizes["batch_size"], shuffle=True, collate_fn=pad_batch,
+        train_loader = DataLoader(encode[0], batch_size=sizes["batch_size"], shuffle=True, collate_fn=pad_conversations,
                                   generator=generator)
-        val_loader = DataLoader(encode[1], batch_size=64, collate_fn=pad_batch)
+        val_loader = DataLoader(encode[1], batch_size=64, collate_fn=pad_conversations)
         return train_loader, val_loader, {"vocab": list(vocab.itos), "context_len": context_len, "base": BASE_MODEL}
 
     # ---------------------------------------------------------------- 回答
