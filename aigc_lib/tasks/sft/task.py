@@ -128,7 +128,8 @@ class SFTTask(Task):
         """
         vocab = self._vocab(config)
         budget = config["artifacts"]["context_len"] - max_new_tokens
-        messages = list(history) + [("user", to_model_text(message))]
+        messages = [(role, to_model_text(text) if role == "user" else text) for role, text in history]
+        messages.append(("user", to_model_text(message)))
         dropped = 0
         while len(chat_tokens(render_chat(messages, add_generation_prompt=True))) > budget:
             if len(messages) <= 1:
@@ -191,6 +192,7 @@ def _decode(ids, vocab: Vocab, stop: str) -> str:
 def _zero_shot_answer(base, prompt: str, max_new_tokens: int) -> str:
     vocab = base.vocab
     text = render_chat([("user", to_model_text(prompt))], add_generation_prompt=True, plain=True)
-    ids = vocab.encode(list(text))[-base.model.context_len + max_new_tokens:]
+    keep = base.model.context_len - max_new_tokens  # 提示只留最后这么多个字，给回答留出位置
+    ids = vocab.encode(list(text))[-keep:]
     out = generate(base.model, ids, max_new_tokens, vocab=vocab, strategy="greedy", stop_tokens=[vocab["\n"]])
     return _decode(out, vocab, "\n")
