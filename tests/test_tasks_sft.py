@@ -12,12 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aigc_lib import pretrained
+from aigc_lib import pretrained, segmentation_prf
 from aigc_lib.cli import main
 from aigc_lib.tasks import TASKS
 from aigc_lib.compress import count_parameters
-from aigc_lib.tasks.sft import (ASSISTANT, SPECIAL_TOKENS, USER, chat_tokens, chat_vocab, encode_conversation,
-                                extend_rows, pad_conversations, parse_chat, render_chat, score, word_spans)
+from aigc_lib.tasks.sft import (ASSISTANT, SPECIAL_TOKENS, USER, Example, chat_tokens, chat_vocab, conversations,
+                                encode_conversation, extend_rows, pad_conversations, parse_chat, render_chat, score,
+                                word_spans)
 from aigc_lib.tasks.sft.data import _sources, sentence_text
 from aigc_lib.tasks.sft.task import build_chat_gpt
 
@@ -139,6 +140,35 @@ def test_fine_tuning_starts_from_lm_gpt(vocab, rank):
         assert trainable == 4 * rank * (4 * 256 + 2 * 640)
     else:
         assert trainable == total
+
+
+def test_segment_score_equals_segmentation_prf():
+    rng = random.Random(3)
+    for _ in range(200):
+        golds, preds = [], []
+        for _ in range(rng.randint(1, 4)):
+            text = "".join(rng.choice("我们爱北京天安门") for _ in range(rng.randint(1, 12)))
+            golds.append(random_words(text, rng))
+            preds.append(random_words(text, rng))
+        expected = segmentation_prf(golds, preds)[2]
+        assert score("segment", [" ".join(g) for g in golds], [" ".join(p) for p in preds]) == pytest.approx(expected)
+
+
+def random_words(text: str, rng: random.Random) -> list[str]:
+    cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, len(text) - 1))) if len(text) > 1 else []
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def test_conversations_fit_the_context_and_use_each_example_once():
+    examples = [Example("sentiment", "判" * rng_len, "正面", f"s{i}") for i, rng_len in
+                enumerate(random.Random(4).choices(range(1, 60), k=300))]
+    for multi_turn in (0.0, 0.5, 0.9):
+        chats = conversations(examples, max_tokens=100, multi_turn=multi_turn, seed=1)
+        assert all(len(chat_tokens(render_chat(c))) <= 100 for c in chats)
+        prompts = [text for c in chats for role, text in c if role == "user"]
+        assert sorted(prompts) == sorted(e.prompt for e in examples)  # 每条都放得下：一条不少、一条不多
+        turns = [len(c) // 2 for c in chats]
+        assert (max(turns) == 1) == (multi_turn == 0.0) and max(turns) <= 3
 
 
 def test_scores_by_hand():
