@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 COMMANDS = ("train", "evaluate", "predict", "generate", "pretrained", "course")
@@ -189,8 +190,11 @@ def _size_flags() -> dict:
     for task in TASKS.values():
         for model, spec in task.models.items():
             for f in size_fields(spec.sizes):
-                merged.setdefault(f.name, (f, []))[1].append((task, model, f.help))
-    return merged
+                first, users = merged.setdefault(f.name, (f, []))
+                users.append((task, model, f.help))
+                if f.choices and set(f.choices) - set(first.choices):  # 各任务可选值不同：命令行先接受并集，
+                    merged[f.name] = (replace(first, choices=tuple(dict.fromkeys(first.choices + f.choices))), users)
+    return merged  # 任务的 sizes() 再按自己的可选值检查
 
 
 def _used_by(users) -> str:
