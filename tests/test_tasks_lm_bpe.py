@@ -140,3 +140,25 @@ def test_aigc_train_tokens_bpe_then_evaluate_and_generate(tmp_path, capsys):
         # 停止符：在第一个停止符后截断
         stopped = get_task("lm").generate(model, config, "", {"max_new_tokens": 40, "seed": 0, "stop": "，。"})
         assert not any(ch in stopped[:-1] for ch in "，。")
+
+
+def test_tokens_flag_is_shared_and_each_task_checks_its_own_choices(tmp_path, capsys):
+    """--tokens 在情感任务里是 word | char，在语言模型里是 char | bpe：命令行接受并集，各任务再按自己的检查。"""
+    common = ["--out", str(tmp_path / "x"), "--quiet"]
+    assert main(["train", "--task", "lm", "--model", "gpt", *common, "--tokens", "word"]) == 2
+    assert "--tokens 只能是 char | bpe，收到 'word'" in capsys.readouterr().err
+    assert main(["train", "--task", "sentiment", "--model", "gru", *common, "--tokens", "bpe"]) == 2
+    assert "--tokens 只能是 word | char，收到 'bpe'" in capsys.readouterr().err
+    assert main(["train", "--task", "lm", "--model", "gpt", *common, "--tokens", "bytes"]) == 2
+    assert "--tokens 只能是 word | char | bpe" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_same_named_sizes_still_need_the_same_type_and_range():
+    from aigc_lib.tasks.sizes import SizeField
+
+    words = SizeField("tokens", str, ("word", "char"))
+    assert words.same_meaning(SizeField("tokens", str, ("char", "bpe")))
+    assert not words.same_meaning(SizeField("tokens", int, (1, 2)))
+    assert not words.same_meaning(SizeField("tokens", str))  # 任意字符串 vs 几个可选值：不是一个意思
+    assert not SizeField("epochs", int, at_least=1).same_meaning(SizeField("epochs", int, at_least=0))
