@@ -352,7 +352,9 @@ class FitOptions:
     """True 时用 torch.compile 编译模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
     strategy: str = "ddp"
     """torchrun 多进程时怎样放模型："ddp" 每个进程一份完整的参数、梯度和优化器状态；"fsdp" 把三者都切成
-    N 份，每个进程只存 1/N（见 fsdp.py）。两者的损失轨迹相同。单进程时不起作用。"""
+    N 份，每个进程只存 1/N（见 fsdp.py）。两者的损失轨迹相同、检查点文件相同。单进程时不起作用。
+    fsdp 训练完模型仍是分片的（参数是 DTensor）；要完整的权重，每个进程都调用
+    ``fsdp.full_state(model.state_dict())``，或直接读 checkpoint_dir 里的检查点。"""
 
     # ---- 早停与检查点
     monitor: str = "val_loss"
