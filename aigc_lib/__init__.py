@@ -12,7 +12,9 @@ models/       每个模型家族一个文件；都接收张量：分类器 ``mod
 metrics/      分类、排序、序列标注、生成的指标（对照 scikit-learn、sacrebleu、seqeval）
 generation    采样、束搜索（唯一的一份，语言模型与编码器-解码器共用）、KV 缓存
 tasks/        ``aigc`` 命令的任务：每个任务一个文件夹（数据准备、基线、尺寸、模型表）
+scale/        规模：训练的内存账单（公式与测量）、缩放定律拟合、算力预算与外推到真实大小
 zoo/          模型库：课程自带的参考模型（safetensors + 来历），``pretrained("lm-gpt")``
+safety/       负责任的 AIGC：个人信息遮盖、绿名单水印、WEAT 与反事实替换、记忆（n-gram 重叠、提取率）
 course/       ``aigc course run / build``：执行整门课、生成离线网站
 其余          ``plotting`` 中文作图与进度条、``console`` 中文表格在终端里对齐、``imbalance`` 类别不平衡、
               ``compress`` 剪枝 / 量化 / 蒸馏
@@ -134,6 +136,29 @@ from .plotting import (
 # ---- tasks：第 10 章直接用到的拼音任务的数据与基线（其余任务的东西从 aigc_lib.tasks.<名字> 导入）
 from .tasks.pinyin.data import char_accuracy, pinyin_pairs, seq2seq_collate, to_pinyin
 from .tasks.pinyin.baselines import BigramHMM, MostFrequentChar
+
+# ---- scale：内存账单、缩放定律、算力预算（第 14 章）
+from .scale import (
+    MemoryBill,
+    PowerLaw,
+    chinchilla_tokens,
+    extrapolation_table,
+    fit_power_law,
+    gpt_activation_bytes,
+    measure_cuda_peak,
+    measure_saved_activations,
+    measure_training_state,
+    memory_bill,
+    training_days,
+    training_flops,
+)
+
+# ---- safety：个人信息、水印、偏见、记忆（第 16 章）
+from .safety.pii import Span, find_pii, is_valid_id_number, luhn_valid, mask_pii
+from .safety.pii_testset import make_pii_testset, pii_scores
+from .safety.watermark import Watermark, detect_watermark, detection_rate, replace_tokens
+from .safety.bias import counterfactual_flips, swap_words, weat
+from .safety.memorization import NgramIndex, extraction_rate, ngram_overlap
 
 # ---- zoo：课程自带的参考模型
 from .zoo import Pretrained, pretrained

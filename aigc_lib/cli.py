@@ -6,6 +6,9 @@
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
     aigc pretrained list                             # 课程自带的参考模型；用 pretrained:名字 代替运行目录
     aigc generate pretrained:lm-gpt "今天" --top-p 0.9
+    aigc generate pretrained:lm-gpt "今天" --watermark 我的密钥 > out.txt   # 加绿名单水印
+    aigc detect 我的密钥 out.txt --model pretrained:lm-gpt                    # 检测水印：z、p、结论
+    aigc mask 聊天记录.txt > 遮盖后.txt                   # 遮盖手机号、身份证号等个人信息
     torchrun --nproc_per_node=2 -m aigc_lib.cli train --task sentiment --model gru --out runs/gru-ddp
     aigc course run --profile gpu --inplace          # 按顺序执行所有章节，刷新提交的输出
     aigc course build --out site/                    # 离线网站：目录、每章一页、每章一套幻灯片
@@ -22,7 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-COMMANDS = ("train", "evaluate", "predict", "generate", "pretrained", "course")
+COMMANDS = ("train", "evaluate", "predict", "generate", "mask", "detect", "pretrained", "course")
 MAX_NEW_TOKENS = 10_000  # aigc generate 一次最多写这么多字：再多就该分几次写，而不是让终端卡住
 COURSE_COMMANDS = ("run", "build")
 
@@ -91,13 +94,13 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
 
     task_lines = "\n".join(f"  {name:<12}{task.description}（模型：{', '.join(task.models)}）"
                            for name, task in TASKS.items())
-    parser = new("aigc", "aigc {train,evaluate,predict,generate,pretrained,course} ...",
+    parser = new("aigc", "aigc {train,evaluate,predict,generate,mask,detect,pretrained,course} ...",
                  "AIGC 课程的命令行工具：训练、评估、预测；运行整门课、生成离线网站。\n\n可用的任务：\n" + task_lines,
                  epilog="每个子命令都有自己的帮助，例如：aigc train --help\n"
                         "出错时默认只打印一两行中文说明；加 --debug 或设环境变量 AIGC_DEBUG=1 显示完整的 Python 堆栈。")
     group = options(parser)
     group.add_argument("--debug", action="store_true", help="出错时显示完整的 Python 堆栈（给开发者；也可设 AIGC_DEBUG=1，它同时打开模型的数值检查，见 aigc_lib.models.layers）")
-    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,pretrained,course}")
+    sub = parser.add_subparsers(title="子命令", dest="command", metavar="{train,evaluate,predict,generate,mask,detect,pretrained,course}")
 
     def add(name, usage, help_text, description):
         p = new(f"aigc {name}", f"aigc {name} {usage}", description,
@@ -168,6 +171,35 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
     group.add_argument("--seed", type=_value(int, "--seed"), default=None, help="采样的随机种子（给定时结果可复现）")
     flag(group, "--no-cache", help="不用 KV 缓存（每步重算全文，只为对照）")
+    group.add_argument("--watermark", metavar="密钥", default=None,
+                       help="加绿名单水印（Kirchenbauer et al., 2023），用这个密钥；aigc detect 用同一个密钥检测")
+    group.add_argument("--watermark-delta", type=_value(float, "--watermark-delta", at_least=0), default=2.0,
+                       help="水印强度：给绿名单加的 logit（默认 2.0；越大越好检测，也越改变文字）")
+    group.add_argument("--watermark-gamma", type=_value(float, "--watermark-gamma", above=0, at_most=0.99),
+                       default=0.25, help="绿名单占词表的比例（默认 0.25；检测时要用同一个值）")
+
+    mask, group = add("mask", "[文件] [--names]", "遮盖文本里的个人信息（手机号、身份证号、银行卡号、邮箱、QQ 号）",
+                      "遮盖个人信息：读文件（自动识别编码；不给文件就读标准输入），把手机号、身份证号（校验码对的）、\n"
+                      "银行卡号（通过 Luhn 校验的）、邮箱、QQ 号换成 [手机号] 之类的标签，写到标准输出；\n"
+                      "每一类遮盖了几处写到标准错误。规则见 aigc_lib/safety/pii.py。\n"
+                      "例：aigc mask 聊天记录.txt > 遮盖后.txt\n    echo \"电话 13812345678\" | aigc mask")
+    group.add_argument("file", nargs="?", default=None, help="文本文件（默认读标准输入）")
+    flag(group, "--names", help="也遮盖人名、地名（用课程的命名实体识别模型 pretrained:ner，慢一些）")
+
+    detect, group = add("detect", "密钥 文件 --model 运行目录 [--gamma G] [--alpha A] [--json]",
+                        "检测一段文字里有没有 aigc generate --watermark 加的水印",
+                        "检测水印：按字把文件变成编号，数落在绿名单里的字，打印 z、单侧 p 值（精确的二项分布尾巴）和结论。\n"
+                        "--model 只用来取词表（把字变成编号），不运行模型：检测不需要模型本身。\n"
+                        "它必须是生成时用的那个模型（或同一个词表）。\n"
+                        "例：aigc detect 我的密钥 out.txt --model pretrained:lm-gpt")
+    group.add_argument("key", nargs="?", default=None, help="生成时用的水印密钥（必需）")
+    group.add_argument("file", nargs="?", default=None, help="要检测的文本文件（必需）")
+    group.add_argument("--model", default=None, help="生成时用的语言模型：" + RUN_HELP)
+    group.add_argument("--gamma", type=_value(float, "--gamma", above=0, at_most=0.99), default=0.25,
+                       help="绿名单占词表的比例，要与生成时的 --watermark-gamma 相同（默认 0.25）")
+    group.add_argument("--alpha", type=_value(float, "--alpha", above=0, at_most=1), default=0.01,
+                       help="假阳性率上限：p 值不超过它就判为有水印（默认 0.01）")
+    flag(group, "--json", help="只打印一个 JSON 对象")
 
     zoo = new("aigc pretrained", "aigc pretrained list [--json]",
               "课程自带的参考模型（模型库）：装好就能用，不用训练。在 evaluate、predict、generate 里\n"
@@ -356,12 +388,86 @@ def _generate(args) -> int:
     task, model, config = load(args.run, device=args.device)
     if not hasattr(task, "generate"):
         raise TaskError(f"任务 {task.name} 不能生成文本；aigc generate 只用于 aigc train --task lm 训练的模型。")
+    if args.watermark is not None:
+        print(args.prompt + _generate_watermarked(model, config, args))
+        return 0
     options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
                "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "beam": args.beam,
                "length_penalty": args.length_penalty, "stop": args.stop, "seed": args.seed,
                "use_cache": not args.no_cache}
     print(args.prompt + task.generate(model, config, args.prompt, options))
+    return 0
+
+
+def _generate_watermarked(model, config, args) -> str:
+    """带水印的续写：直接调用 generation.generate（lm 任务的 generate 还不认识 watermark 选项），
+    空提示、停止符的处理与 lm 任务相同。"""
+    from .data.text import Vocab
+    from .generation import generate
+    from .safety.watermark import Watermark
+    from .tasks import TaskError
+
+    if args.beam is not None:
+        raise TaskError("--watermark 不能和 --beam 一起用：水印改的是每一步的概率，要用采样（默认）或 --greedy。")
+    vocab = Vocab.from_itos(config["artifacts"]["vocab"])
+    try:
+        watermark = Watermark(args.watermark, gamma=args.watermark_gamma, delta=args.watermark_delta)
+        return generate(model, args.prompt, args.max_new_tokens, vocab=vocab,
+                        strategy="greedy" if args.greedy else "sample", temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                        stop_tokens=[args.stop] if args.stop else (), seed=args.seed, use_cache=not args.no_cache,
+                        bos_id=vocab[config["artifacts"]["separator"]], watermark=watermark)
+    except ValueError as error:
+        raise TaskError(str(error)) from None
+
+
+def _mask(args) -> int:
+    from .data.files import read_text
+    from .safety.pii import TAGS, mask_pii
+
+    if args.file is not None:
+        text = read_text(args.file)
+    else:
+        text = sys.stdin.read()
+    ner = None
+    if args.names:
+        from .zoo import pretrained
+
+        ner = pretrained("ner", device=args.device)
+    masked, counts = mask_pii(text, names=args.names, ner=ner)
+    sys.stdout.write(masked)
+    kinds = [k for k in TAGS if args.names or k not in ("person", "place")]
+    print("已遮盖：" + "，".join(f"{TAGS[k].strip('[]')} {counts.get(k, 0)}" for k in kinds)
+          + f"（共 {sum(counts.values())} 处）", file=sys.stderr)
+    return 0
+
+
+def _detect(args) -> int:
+    from .data.files import read_text
+    from .data.text import Vocab
+    from .safety.watermark import Watermark, detect_watermark
+    from .tasks import TaskError
+    from .zoo import load
+
+    text = read_text(args.file).rstrip("\n")
+    _, _, config = load(args.model, device="cpu")  # 只用它的词表
+    if "vocab" not in config["artifacts"] or "separator" not in config["artifacts"]:
+        raise TaskError(f"{args.model} 不是语言模型（aigc train --task lm）：检测水印要用生成时那个语言模型的词表。")
+    vocab = Vocab.from_itos(config["artifacts"]["vocab"])
+    try:
+        watermark = Watermark(args.key, gamma=args.gamma)
+    except ValueError as error:
+        raise TaskError(str(error)) from None
+    result = detect_watermark(vocab.encode(list(text)), len(vocab), watermark, alpha=args.alpha)
+    if args.json:
+        print(json.dumps({"z": result.z, "p_value": result.p_value, "green": result.green, "scored": result.scored,
+                          "watermarked": result.watermarked, "alpha": args.alpha}, ensure_ascii=False))
+        return 0
+    verdict = "有水印" if result.watermarked else "没有检测到水印"
+    print(f"z = {result.z:.2f}，p = {result.p_value:.2e}（{result.scored} 个字里 {result.green} 个在绿名单里，"
+          f"没有水印时约 {args.gamma:.0%}）")
+    print(f"结论：{verdict}（p <= {args.alpha} 判为有水印）" + ("" if result.scored >= 25 else "；文字太短，结论不可靠"))
     return 0
 
 
@@ -427,8 +533,9 @@ def _check_command_names(argv: list[str]) -> None:
 
 def _check(args, command: str) -> None:
     """argparse 之外由我们检查的：必需的参数、只能用一个的参数。"""
-    required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",)}
-    missing = [("--" + name if command == "train" else name) for name in required.get(command, ())
+    required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",),
+                "detect": ("key", "file", "model")}
+    missing = [("--" + name if command == "train" or name == "model" else name) for name in required.get(command, ())
                if getattr(args, name) is None]
     if command == "train" and args.resume is not None:
         given = [flag for flag, value in (("--task", args.task), ("--model", args.model), ("--out", args.out),
@@ -533,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command = f"aigc {args.command}"
         commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
-                    "pretrained": _pretrained, "course": _course}
+                    "mask": _mask, "detect": _detect, "pretrained": _pretrained, "course": _course}
         return commands[args.command](args)
     except (KeyboardInterrupt, Interrupted) as error:
         run_dir = error.run_dir if isinstance(error, Interrupted) else None

@@ -269,6 +269,7 @@ def generate(
     seed: int | None = None,
     use_cache: bool = True,
     bos_id: int | None = None,
+    watermark=None,
 ):
     """从 ``prompt`` 接着写最多 ``max_new_tokens`` 个字。
 
@@ -285,6 +286,9 @@ def generate(
         use_cache: 默认 True：提示只算一遍，之后每步只算一个新位置；False 时每步把全文重算一遍
             （结果相同，用来对照和测速）。
         bos_id: 提示为空时从这个编号开始。
+        watermark: 绿名单水印（:class:`~aigc_lib.safety.watermark.Watermark`，或任何
+            ``watermark(logits (V,), previous=上一个编号) -> logits`` 的函数），在其余处理之前作用于每一步的
+            logits；None（默认）时结果与不加这个参数完全相同。
 
     返回新生成的部分：提示是字符串时返回字符串，否则返回编号列表。
     """
@@ -303,6 +307,8 @@ def generate(
         logits = decoder.start() if max_new_tokens else None  # (1, V)
         for step in range(max_new_tokens):
             history = ids + new  # 重复惩罚看提示和已经生成的全部
+            if watermark is not None:  # 水印看的是上一个字：提示的最后一个字，或刚生成的字
+                logits = watermark(logits.float(), previous=history[-1])
             if strategy == "greedy":
                 scores = apply_repetition_penalty(logits[0].float(), history, repetition_penalty)
                 if banned:

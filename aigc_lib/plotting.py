@@ -205,7 +205,7 @@ def plot_confusion_matrix(cm, labels, *, normalize=False, title="混淆矩阵", 
 def plot_embedding_map(points, words, *, title="词向量二维投影", ax=None, highlight=None):
     """把二维坐标 ``points``（形状 ``(N, 2)``，例如 PCA 的结果）和对应的词画成散点图。
 
-    ``highlight`` 是要用红色标出的词的集合。
+    ``highlight`` 是要用红色标出的词的集合。挨得很近的点，标签会自动错开（见 :func:`place_labels`）。
     """
     import numpy as np
     import matplotlib.pyplot as plt
@@ -217,11 +217,50 @@ def plot_embedding_map(points, words, *, title="词向量二维投影", ax=None,
         _, ax = plt.subplots(figsize=(7, 6))
     highlight = set(highlight or ())
     ax.scatter(xy[:, 0], xy[:, 1], s=12, alpha=0.6)
-    for (x, y), word in zip(xy, words):
-        ax.annotate(word, (x, y), fontsize=9, xytext=(2, 2), textcoords="offset points",
-                    color="crimson" if word in highlight else "black")
     ax.set_title(title)
+    place_labels(ax, xy, words, colors=["crimson" if w in highlight else "black" for w in words])
     return ax
+
+
+# 标签相对于点的候选位置（单位：磅），依次尝试：右上、右下、左上、左下，再往外一圈
+_LABEL_OFFSETS = [(3, 3), (3, -11), (-3, 3), (-3, -11), (3, 12), (3, -20), (-3, 12), (-3, -20),
+                  (10, -4), (-10, -4), (3, 21), (3, -29)]
+
+
+def place_labels(ax, xy, labels, *, colors=None, fontsize=9):
+    """给散点 ``xy``（``(N, 2)``）逐个写上标签，尽量不让标签互相重叠。
+
+    贪心的做法：每个标签依次试几个相对位置（``_LABEL_OFFSETS``），取第一个不与已经放好的标签
+    （和其他点）重叠的位置；都重叠时才退回第一个位置。标签离开点较远时画一条细线连回去。
+    重叠按屏幕上的像素框判断，所以要在坐标轴范围定下来之后调用（先 scatter 再调用）。返回文字对象的列表。
+    """
+    from matplotlib.text import Text
+
+    ax.autoscale_view()  # 先把坐标轴范围定下来，像素位置才准
+    renderer = ax.figure.canvas.get_renderer()
+    colors = colors or ["black"] * len(labels)
+    dots = [ax.transData.transform(point) for point in xy]  # 每个点在屏幕上的位置（像素）
+    placed, texts = [], []
+    for (x, y), label, color in zip(xy, labels, colors):
+        for dx, dy in _LABEL_OFFSETS:
+            far = abs(dx) > 3 or dy > 3 or dy < -11
+            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               color=color, ha="left" if dx >= 0 else "right",
+                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"} if far else None)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer).expanded(1.02, 1.05)  # 只算文字，不算连线
+            hits_dot = any(box.contains(px, py) for px, py in dots)
+            if not any(box.overlaps(other) for other in placed) and not hits_dot:
+                break
+            text.remove()
+        else:
+            text = ax.annotate(label, (x, y), xytext=_LABEL_OFFSETS[0], textcoords="offset points",
+                               fontsize=fontsize, color=color)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)
+        placed.append(box)
+        texts.append(text)
+    return texts
 
 
 use_chinese_font()

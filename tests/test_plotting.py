@@ -134,3 +134,25 @@ def test_progress_modes(monkeypatch, capsys):
     monkeypatch.setenv("AIGC_PROGRESS", "loud")
     with pytest.raises(ValueError, match="AIGC_PROGRESS"):
         plotting.progress_mode()
+
+
+def test_embedding_map_labels_do_not_overlap():
+    """挨得很近的点（第 04 章的“上海 / 天津”“法国 / 俄罗斯”那样）标签要错开，而不是叠在一起。"""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        centers = rng.uniform(-1, 1, size=(4, 2))
+        points = np.concatenate([c + rng.normal(scale=0.02, size=(4, 2)) for c in centers])  # 4 簇，每簇 4 个点
+        words = [f"词语{i}" for i in range(len(points))]
+        fig, ax = plt.subplots(figsize=(7, 6))
+        plotting.plot_embedding_map(points, words, ax=ax)
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # 只算文字，不算连回点的细线
+        assert [t.get_text() for t in ax.texts] == words
+        overlaps = [(a, b) for a in range(len(boxes)) for b in range(a + 1, len(boxes)) if boxes[a].overlaps(boxes[b])]
+        assert not overlaps, f"第 {trial} 次：标签重叠 {overlaps}"
+        plt.close(fig)

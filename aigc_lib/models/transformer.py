@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import check_lengths, check_token_ids, length_mask, make_embedding
 
@@ -530,6 +531,13 @@ class GPTLanguageModel(nn.Module):
         dropout: 词向量后、注意力权重、残差分支上的 dropout。
         context_len: 上下文长度（位置编码表的大小），训练片段不能比它长；生成时超过它就只看最后 context_len 个字。
         tie_weights: 输出层与词向量共用一个矩阵（V×C）：参数少了 V·C 个，小语料上通常还更好。
+        checkpoint_activations: 激活检查点（第 14 章）。打开后，训练时每层只存它的输入 x (B, T, C)，
+            层内的中间结果（注意力、MLP 的激活）在反向传播时重算一遍：激活内存从约 16·BTC 个数/层（不用 dropout 时）
+            降到 BTC 个数/层，代价是反向时把各层的前向再算一遍（各层的计算量多约 1/3：
+            前向 1 份、反向约 2 份；输出层和损失不重算）。dropout 照常可用：
+            ``torch.utils.checkpoint`` 默认在重算前恢复随机数状态，重算出的 dropout 掩码与第一次相同，
+            梯度与不打开时完全一样。也可以训练前直接改属性 ``model.checkpoint_activations = True``。
+            它不是权重，检查点里没有它，打开与否都能互相加载。
 
     初始化（与 GPT-2 / nanoGPT 相同）：所有 Linear 和 Embedding 的权重 ~ N(0, 0.02²)、偏置为 0；
     每层写回残差流的两个投影（注意力的 out_proj 和前馈的第二层）再缩小为 N(0, (0.02/√(2L))²)——
@@ -560,6 +568,7 @@ class GPTLanguageModel(nn.Module):
         dropout: float = 0.1,
         context_len: int = 256,
         tie_weights: bool = True,
+        checkpoint_activations: bool = False,
     ) -> None:
         super().__init__()
         dim_feedforward = dim_feedforward or 4 * d_model
@@ -568,6 +577,7 @@ class GPTLanguageModel(nn.Module):
             dim_feedforward=dim_feedforward, dropout=dropout, context_len=context_len, tie_weights=tie_weights,
         )
         self.context_len, self.num_layers, self.num_heads = context_len, num_layers, num_heads
+        self.checkpoint_activations = checkpoint_activations
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.positions = LearnedPositions(d_model, context_len)
         self.dropout = nn.Dropout(dropout)
@@ -607,8 +617,14 @@ class GPTLanguageModel(nn.Module):
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"缓存的批大小是 {cache.batch_size}，输入却有 {B} 条序列。请用 model.new_cache({B})。")
         x = self.dropout(self.positions(self.embedding(tokens), start=start))  # (B, T, C)
+        # 激活检查点只在真要反向传播时才有意义：评估、生成（no_grad / 带缓存）照常走
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled() and cache is None
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)  # (B, T, C)
+            if recompute:
+                # use_reentrant=False 是 PyTorch 推荐的实现；随机数状态默认保存并在重算前恢复
+                x = checkpoint(block, x, use_reentrant=False)  # (B, T, C)，层内的中间结果不保存
+            else:
+                x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.advance(T)
         x = self.norm(x)

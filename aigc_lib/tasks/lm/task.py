@@ -168,6 +168,7 @@ class GPTSizes(LMSizes):
     d_model: int = size("模型宽度（Transformer）", smoke=32, cpu=128, gpu=384, at_least=1)
     num_heads: int = size("注意力头数（Transformer）", smoke=2, cpu=4, gpu=6, at_least=1)
     num_layers: int = size("层数", smoke=1, cpu=4, gpu=6, at_least=1)
+    checkpoint_activations: bool = size("激活检查点：每层只存输入，反向时重算层内激活（省内存，各层的计算多约 1/3）", False)
 
 
 @dataclass
@@ -179,7 +180,8 @@ class LSTMSizes(LMSizes):
 
 def build_gpt(sizes: dict, artifacts: dict) -> GPTLanguageModel:
     return GPTLanguageModel(len(tokenizer_of(artifacts)), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
-                            num_layers=sizes["num_layers"], dropout=sizes["dropout"], context_len=sizes["context_len"])
+                            num_layers=sizes["num_layers"], dropout=sizes["dropout"], context_len=sizes["context_len"],
+                            checkpoint_activations=sizes.get("checkpoint_activations", False))
 
 
 def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:
