@@ -104,6 +104,13 @@ def tokenizer_of(artifacts: dict):
     return CharTokenizer(Vocab.from_itos(artifacts["vocab"]))
 
 
+def vocab_size(artifacts: dict) -> int:
+    """模型的词表大小：字表的长度，或 BPE 合并表重放出的词元数。"""
+    if artifacts.get("tokens", "char") == "bpe":
+        return len(tokenizer_of(artifacts))
+    return len(artifacts["vocab"])
+
+
 def characters_ended(tokenizer, ids: list[int]) -> torch.Tensor:
     """每个词元里结束了几个字：UTF-8 字符的最后一个字节落在哪个词元里，这个字就算那个词元的。
 
@@ -179,13 +186,13 @@ class LSTMSizes(LMSizes):
 
 
 def build_gpt(sizes: dict, artifacts: dict) -> GPTLanguageModel:
-    return GPTLanguageModel(len(tokenizer_of(artifacts)), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
+    return GPTLanguageModel(vocab_size(artifacts), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
                             num_layers=sizes["num_layers"], dropout=sizes["dropout"], context_len=sizes["context_len"],
                             checkpoint_activations=sizes.get("checkpoint_activations", False))
 
 
 def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:
-    return LSTMLanguageModel(len(tokenizer_of(artifacts)), embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
+    return LSTMLanguageModel(vocab_size(artifacts), embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
                              num_layers=sizes["num_layers"], dropout=sizes["dropout"])
 
 
