@@ -35,7 +35,7 @@ from .core.training import (
     warmup_cosine,
     warmup_linear,
 )
-from .core import optim
+from .core import fsdp, optim
 from .core.optim import decay_param_groups, lr_range_test
 from .core.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 

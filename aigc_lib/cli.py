@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 COMMANDS = ("train", "evaluate", "predict", "generate", "chat", "mask", "detect", "pretrained", "course")
@@ -71,6 +72,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     分组标题用 ``add_argument_group`` 明写；用法行写在说明里（``usage=SUPPRESS``）；
     必需参数、子命令名和互斥的参数由 :func:`_check` 检查。
     """
+    from .core.training import STRATEGIES
     from .tasks import TASKS
 
     parsers: dict[str, argparse.ArgumentParser] = {}
@@ -123,6 +125,8 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--amp", default=None, type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
     group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=None, help="随机种子（默认 0）")
+    group.add_argument("--strategy", default="ddp", type=_value(str, "--strategy", choices=STRATEGIES),
+                       help="torchrun 多进程时：ddp（默认，每个进程一份完整模型）或 fsdp（参数、梯度、优化器状态切成 N 份）")
     flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
     flag(group, "--quiet", help="不显示进度条")
     flag(group, "--overwrite", help="--out 里已有另一次训练的结果时覆盖它（默认拒绝，免得误删）")
@@ -228,8 +232,11 @@ def _size_flags() -> dict:
     for task in TASKS.values():
         for model, spec in task.models.items():
             for f in size_fields(spec.sizes):
-                merged.setdefault(f.name, (f, []))[1].append((task, model, f.help))
-    return merged
+                first, users = merged.setdefault(f.name, (f, []))
+                users.append((task, model, f.help))
+                if f.choices and set(f.choices) - set(first.choices):  # 各任务可选值不同：命令行先接受并集，
+                    merged[f.name] = (replace(first, choices=tuple(dict.fromkeys(first.choices + f.choices))), users)
+    return merged  # 任务的 sizes() 再按自己的可选值检查
 
 
 def _used_by(users) -> str:
@@ -324,11 +331,12 @@ def _train(args) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if args.resume is not None:
-            summary = resume_run(args.resume, device=args.device, progress=not args.quiet)
+            summary = resume_run(args.resume, device=args.device, progress=not args.quiet, strategy=args.strategy)
         else:
             summary = get_task(args.task).train(
                 args.model, args.out, overrides=_size_overrides(args), device=args.device, amp=args.amp or "off",
-                seed=args.seed or 0, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite)
+                seed=args.seed or 0, compile=args.compile, progress=not args.quiet, overwrite=args.overwrite,
+                strategy=args.strategy)
     except KeyboardInterrupt:  # 在 fit 之外被打断（准备数据时）：fit 里的中断由 fit 自己保存进度
         raise Interrupted(run_dir) from None
     except NonFiniteLossError as error:  # fit 的建议写的是 Python 参数；命令行用户要的是参数名
@@ -594,7 +602,7 @@ def _check(args, command: str) -> None:
         given += ["--" + name.replace("_", "-") for name in _size_overrides(args)]
         if given:
             raise UsageError(f"参数 --resume 不能和 {'、'.join(given)} 一起用：任务、模型、尺寸、种子和混合精度都从"
-                             f"目录里的 last.pt 读出（只有 --device、--quiet 可以一起写）", command)
+                             f"目录里的 last.pt 读出（只有 --device、--strategy、--quiet 可以一起写）", command)
         return
     if missing:
         raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)

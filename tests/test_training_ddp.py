@@ -32,13 +32,14 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def torchrun(out_dir, nproc=2, timeout=240):
+def torchrun(out_dir, nproc=2, timeout=240, worker=WORKER):
+    """用 torchrun 启动 nproc 个 worker 进程（gloo），worker 把结果写进 out_dir。"""
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     env.pop("CI", None)
     if sys.platform == "win32":
         env["USE_LIBUV"] = "0"  # Windows 版 PyTorch 的 TCPStore 没有编译 libuv
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
-           f"--master_port={free_port()}", str(WORKER), str(out_dir)]
+           f"--master_port={free_port()}", str(worker), str(out_dir)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=sys.platform != "win32")
     try:

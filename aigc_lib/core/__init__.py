@@ -7,4 +7,5 @@
 - :mod:`.optim`       手写的优化器（对照 ``torch.optim``）、学习率范围测试、权重衰减分组
 - :mod:`.checkpoint`  检查点的保存与安全读取（``weights_only=True``）
 - :mod:`.distributed` torchrun 多进程（DDP）的启动与收尾
+- :mod:`.fsdp`        分片数据并行（``fit(..., strategy="fsdp")``）：切分、收齐、每进程的字节数
 """

@@ -114,8 +114,9 @@ def save_checkpoint(
 
     参数：
         path: 文件路径，目录不存在会自动创建。
-        model: 模型；被 DDP 或 torch.compile 包过也行，存的是里面的原模型。
-        optimizer / scheduler / scaler: 续训需要的状态，不传就不存。
+        model: 模型；被 DDP 或 torch.compile 包过也行，存的是里面的原模型。也可以直接传它的
+            state_dict（FSDP 训练时 fit 先把分片收齐成完整的 state_dict 再传进来）。
+        optimizer / scheduler / scaler: 续训需要的状态（对象或它们的 state_dict），不传就不存。
         epoch: 已训练完的轮数。history: ``History`` 或普通 dict。
         config: 重建模型需要的超参数（只能是数、字符串、列表、字典），例如
             ``{"vocab_size": 5000, "hidden": 128}``。
@@ -125,14 +126,14 @@ def save_checkpoint(
     """
     ckpt = {
         "format": FORMAT,
-        "model": unwrap_model(model).state_dict(),
+        "model": _state_of(model),
         "epoch": epoch,
         "config": dict(config or {}),
         "torch_version": str(torch.__version__),  # TorchVersion 不是普通 str
     }
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None:
-            ckpt[name] = obj.state_dict()
+            ckpt[name] = _state_of(obj)
     if history is not None:
         ckpt["history"] = history.to_dict() if hasattr(history, "to_dict") else history
     ckpt.update(extra)
@@ -144,6 +145,13 @@ def save_checkpoint(
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _state_of(obj) -> dict:
+    """对象 -> 它的 state_dict（模型先去掉 DDP / compile 的外壳）；已经是 dict 的原样返回。"""
+    if isinstance(obj, dict):
+        return obj
+    return unwrap_model(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
 
 
 def load_checkpoint(

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from . import distributed
+from . import distributed, fsdp
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .history import History, _infer_mode
 from ..plotting import progress, progress_mode
@@ -304,6 +304,9 @@ class _LivePlot:
 # ---------------------------------------------------------------- fit 的选项
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
 @dataclass(kw_only=True)
 class FitOptions:
     """fit 的全部选项，每个只在这里写一次。``fit(model, train_dl, epochs=5, optimizer=opt)`` 用关键字
@@ -347,6 +350,11 @@ class FitOptions:
     """每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用一次。"""
     compile: bool | dict = False
     """True 时用 torch.compile 编译模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
+    strategy: str = "ddp"
+    """torchrun 多进程时怎样放模型："ddp" 每个进程一份完整的参数、梯度和优化器状态；"fsdp" 把三者都切成
+    N 份，每个进程只存 1/N（见 fsdp.py）。两者的损失轨迹相同、检查点文件相同。单进程时不起作用。
+    fsdp 训练完模型仍是分片的（参数是 DTensor）；要完整的权重，每个进程都调用
+    ``fsdp.full_state(model.state_dict())``，或直接读 checkpoint_dir 里的检查点。"""
 
     # ---- 早停与检查点
     monitor: str = "val_loss"
@@ -387,6 +395,9 @@ class FitOptions:
             raise ValueError(f"accumulate 应是正整数（每几个小批次更新一次参数），收到 {self.accumulate!r}。")
         if self.log_every is not None and (not isinstance(self.log_every, int) or self.log_every < 1):
             raise ValueError(f"log_every 应是正整数（每几批读一次损失）或 None，收到 {self.log_every!r}。")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy 只能是 {' 或 '.join(map(repr, STRATEGIES))}（多进程时怎样放模型），"
+                             f"收到 {self.strategy!r}。")
         if self.metrics and "loss" in self.metrics:
             raise ValueError("指标名不能叫 'loss'（会与 val_loss 重名），请换一个名字。")
 
@@ -565,7 +576,15 @@ class _FitLoop:
         if opts.compile:
             model_in_step = torch.compile(self.model, **(opts.compile if isinstance(opts.compile, dict) else {}))
         step_module = _StepModule(model_in_step, opts.step if opts.step is not None else _LossStep(opts.loss_fn))
-        self.ddp = distributed.wrap_model(step_module, self.ctx) if self.ctx.enabled else None
+        self.fsdp = self.ctx.enabled and opts.strategy == "fsdp"
+        self.ddp = None
+        if self.fsdp:
+            # 分片会把参数换成新的 DTensor 对象：先记下旧参数的名字，分片后让优化器改指新参数
+            names = {id(p): name for name, p in step_module.named_parameters()}
+            fsdp.shard_model(step_module, self.ctx)
+            fsdp.repoint_optimizer(self.optimizer, names, step_module)
+        elif self.ctx.enabled:
+            self.ddp = distributed.wrap_model(step_module, self.ctx)
         self.train_step = self.ddp if self.ddp is not None else step_module
         self.eval_step = step_module  # 验证时各进程的批数可能不同，不能经过 DDP（它的前向会做集合通信）
         self.train_loader = distributed.shard_loader(train_loader, self.ctx, train=True)
@@ -600,7 +619,10 @@ class _FitLoop:
                           f"最好的是第 {self.stopper.best_epoch} 轮（{self.stopper.best:.4f}）。")
                 break
         if self.opts.restore_best and self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+            if self.fsdp:
+                fsdp.load_full_state(self.model, self.best_state)
+            else:
+                self.model.load_state_dict(self.best_state)
             self._say(f"已把模型恢复到第 {self.stopper.best_epoch} 轮（{self.monitor} 最好）的权重。")
         return self.history
 
@@ -610,11 +632,12 @@ class _FitLoop:
         if isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step(record[self.monitor])
         if improved and self.opts.restore_best:
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        if self.checkpoint_dir is not None and self.ctx.is_main:
+            state = fsdp.full_state(self.model.state_dict()) if self.fsdp else self.model.state_dict()
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        if self.checkpoint_dir is not None:
             last = self.checkpoint_dir / "last.pt"
             self._checkpoint(last, rng=self.epoch_end_rng)
-            if improved:
+            if improved and self.ctx.is_main:
                 shutil.copyfile(last, self.checkpoint_dir / "best.pt")
         self._report(record)
 
@@ -671,6 +694,8 @@ class _FitLoop:
 
     def _gradient_sync(self, updates: bool):
         """累积中的批次不必在进程间同步梯度，更新前的最后一批同步一次就够了。"""
+        if self.fsdp:
+            return fsdp.no_sync(self.train_step, updates)
         return self.ddp.no_sync() if self.ddp is not None and not updates else nullcontext()
 
     def _progress_bar(self, batches, epoch: int, total: int | None, initial: int):
@@ -715,8 +740,9 @@ class _FitLoop:
         self.global_step += 1
 
     def _validate(self) -> dict:
-        return _evaluate(self.eval_step, self.val_loader, self.runner, self.ctx, self.metrics, self.opts.predict,
-                         self.opts.ignore_index)
+        with fsdp.gathered(self.eval_step) if self.fsdp else nullcontext():
+            return _evaluate(self.eval_step, self.val_loader, self.runner, self.ctx, self.metrics, self.opts.predict,
+                             self.opts.ignore_index)
 
     # ---- 监控、检查点、续训
 
@@ -772,8 +798,14 @@ class _FitLoop:
         return None
 
     def _checkpoint(self, path: Path, **extra) -> None:
-        save_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, epoch=self.epoch,
-                        history=self.history, config=self.opts.config, global_step=self.global_step, **extra)
+        """rank 0 写检查点。FSDP 时每个进程都要调用：先把分片收齐成完整的 state_dict（集合通信），
+        所以文件与 DDP、单进程存的完全一样，一个进程就能加载。"""
+        model, optimizer = self.model, self.optimizer
+        if self.fsdp:
+            model, optimizer = fsdp.full_state(model.state_dict()), fsdp.full_state(optimizer.state_dict())
+        if self.ctx.is_main:
+            save_checkpoint(path, model, optimizer, self.scheduler, self.scaler, epoch=self.epoch,
+                            history=self.history, config=self.opts.config, global_step=self.global_step, **extra)
 
     def _on_interrupt(self, epoch: int) -> None:
         """Ctrl-C：保存最近一次更新参数时的进度，下次 resume 从下一批继续（数据顺序不变）。"""
@@ -783,6 +815,8 @@ class _FitLoop:
         path = self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
         if path is None:
             where = "（没有传 checkpoint_dir，未保存）"
+        elif self.fsdp:  # 收齐分片要所有进程配合，被中断的进程不一定还在：不冒险，保留上一轮末的 last.pt
+            where = f"；FSDP 训练中断时不保存，{path} 仍是上一轮结束时的检查点"
         elif self.epoch == epoch:  # 这一轮已经结束，是在保存或显示时被打断的：存普通的轮末检查点
             self._checkpoint(path, rng=self.epoch_end_rng)
             where = f"，已保存到 {path}；用 {self.opts.resume_hint or f'fit(..., resume={str(path)!r})'} 从这里继续"

@@ -32,7 +32,7 @@ def register(task: Task) -> Task:
              for f in size_fields(spec.sizes)}
     for model, spec in task.models.items():
         for f in size_fields(spec.sizes):
-            if f.name in known and known[f.name][0].rule() != f.rule():
+            if f.name in known and not known[f.name][0].same_meaning(f):
                 raise ValueError(f"任务 {task.name} 的尺寸 {f.name} 与 {known[f.name][1]} 里的同名尺寸类型或范围不同；"
                                  "同名的尺寸必须是同一个意思。")
     TASKS[task.name] = task

@@ -113,7 +113,7 @@ class Task:
 
     def train(self, model_name: str, out: str | Path, *, overrides: dict | None = None, device=None,
               amp: str = "off", seed: int = 0, compile: bool = False, progress: bool = True,
-              overwrite: bool = False, resume: bool = False) -> dict:
+              overwrite: bool = False, resume: bool = False, strategy: str = "ddp") -> dict:
         """训练一个模型并把检查点、训练记录写进 ``out``；返回 summary（也写入 summary.json，最后写）。
 
         准备数据之前先检查尺寸、设备、混合精度和运行目录（:func:`~aigc_lib.tasks.rundir.claim`：
@@ -123,6 +123,8 @@ class Task:
         ``resume=True`` 时从 ``out/last.pt`` 继续（一般用 :func:`resume_run`，它从检查点读出任务、模型、
         尺寸和种子再调用这里）：同样的种子重做数据准备，权重、优化器、调度器、随机数和采样位置从检查点恢复，
         所以结果与一口气训练完相同。被 Ctrl-C 或 SIGTERM 打断时 summary 里 ``interrupted`` 为 True。
+        ``strategy``：torchrun 多进程时用 "ddp" 还是 "fsdp"（见 :class:`~aigc_lib.core.training.FitOptions`）；
+        两者存下的检查点完全一样，所以续训时可以换。
         """
         sizes = self.sizes(model_name, overrides)
         seed_everything(seed)
@@ -132,9 +134,10 @@ class Task:
         except ValueError as error:
             raise TaskError(str(error)) from None
         with claim(out, overwrite, resume=resume) if _is_main_process() else contextlib.nullcontext(Path(out)) as out:
-            return self._train(model_name, out, sizes, dev, amp, seed, compile, progress, resume)
+            return self._train(model_name, out, sizes, dev, amp, seed, compile, progress, resume, strategy)
 
-    def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress, resume=False) -> dict:
+    def _train(self, model_name, out: Path, sizes, dev, amp, seed, compile, progress, resume=False,
+               strategy="ddp") -> dict:
         train_loader, val_loader, artifacts = self.prepare(sizes)
         model = self.build_model(model_name, sizes, artifacts)
         # 权重衰减只作用于矩阵（线性层、嵌入）；偏置和归一化层的权重不衰减（同 nanoGPT）
@@ -156,7 +159,7 @@ class Task:
                       scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
                       monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
                       config=config, progress=progress, resume=out / "last.pt" if resume else None,
-                      resume_hint=f"aigc train --resume {out}", **self.fit_options(sizes))
+                      resume_hint=f"aigc train --resume {out}", strategy=strategy, **self.fit_options(sizes))
         summary = {
             "task": self.name,
             "model": model_name,
@@ -177,7 +180,7 @@ class Task:
         return summary
 
 
-def resume_run(run_dir: str | Path, *, device=None, progress: bool = True) -> dict:
+def resume_run(run_dir: str | Path, *, device=None, progress: bool = True, strategy: str = "ddp") -> dict:
     """从运行目录里的 ``last.pt`` 继续一次训练（``aigc train --resume DIR``），返回 summary。
 
     任务、模型、尺寸、种子、混合精度都从 last.pt 的 config 里读（被打断的训练可能还没有 summary.json），
@@ -198,7 +201,7 @@ def resume_run(run_dir: str | Path, *, device=None, progress: bool = True) -> di
     task = get_task(config["task"])
     return task.train(config["model"], path, overrides=config["sizes"], device=device,
                       amp=config.get("amp", "off"), seed=config.get("seed", 0),
-                      compile=config.get("compile", False), progress=progress, resume=True)
+                      compile=config.get("compile", False), progress=progress, resume=True, strategy=strategy)
 
 
 def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:

@@ -80,8 +80,15 @@ class SizeField:
         return "--" + self.name.replace("_", "-")
 
     def rule(self) -> tuple:
-        """类型、可选值和范围（不含说明）：同名字段在不同任务里必须一致，一个名字只有一个意思。"""
+        """类型、可选值和范围（不含说明）。"""
         return (self.kind, self.choices, self.at_least, self.above, self.below, self.at_most)
+
+    def same_meaning(self, other: SizeField) -> bool:
+        """同名字段能不能共用一个命令行参数：类型和范围必须相同，一个名字只有一个意思。可选值可以各任务
+        不同（``--tokens``：情感任务 word | char，语言模型 char | bpe），各任务按自己的可选值检查。"""
+        if self.choices and other.choices:
+            return self.rule()[:1] + self.rule()[2:] == other.rule()[:1] + other.rule()[2:]
+        return self.rule() == other.rule()
 
     def check(self, value: Any) -> Any:
         """检查一个值（Python 里给的，或命令行解析好的）；不合格时抛 ``ValueError``（中文，说出合格的范围）。"""

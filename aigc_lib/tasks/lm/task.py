@@ -1,4 +1,4 @@
-"""字符级语言模型：在《人民日报》1998 年 1 月的文本上学"下一个字是什么"，然后用它写文章。
+"""语言模型：在《人民日报》1998 年 1 月的文本上学"下一个字（或词元）是什么"，然后用它写文章。
 
 数据：:func:`~aigc_lib.data.corpora.load_peoples_daily` 的每一句把词拼回原文，句与句之间用换行 ``\\n`` 隔开，
 连成一长串字；字表只由训练集建（``min_freq`` 以下的字变成 ``<unk>``）。再把这串字切成首尾相接、
@@ -8,8 +8,14 @@
 （:class:`~aigc_lib.models.LSTMLanguageModel`），调用方式都是 ``model(x (B, T)) -> logits (B, T, V)``，
 用默认的 flat_cross_entropy 训练。
 
+词元（``--tokens``）：默认 ``char`` 按字；``bpe`` 在训练文本上训练手写的字节级 BPE
+（:mod:`~aigc_lib.data.bpe`，词表 ``--bpe-vocab-size``），合并表存进检查点，评估和生成都用它。
+两种词元的困惑度不能直接比（一个词元可以是半个字，也可以是几个字），所以评估还报告
+``bits_per_char``：整份文本的总负对数似然（比特）/ 文本的字数。
+
     aigc train --task lm --model gpt --out runs/gpt
-    aigc evaluate runs/gpt --split test --json        # {"perplexity": ..., ...}
+    aigc evaluate runs/gpt --split test --json        # {"perplexity": ..., "bits_per_char": ..., ...}
+    aigc train --task lm --model gpt --tokens bpe --out runs/gpt-bpe
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
 """
 
@@ -18,11 +24,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from ...data.bpe import BPETokenizer, train_bpe
 from ...data.corpora import load_peoples_daily
 from ...generation import beam_search, generate
 from ...models import GPTLanguageModel, LSTMLanguageModel
@@ -65,6 +75,82 @@ def make_blocks(ids: torch.Tensor, context_len: int) -> tuple[torch.Tensor, torc
     return x, y
 
 
+@lru_cache(maxsize=4)
+def train_text_bpe(train_limit: int, vocab_size: int) -> BPETokenizer:
+    """在训练文本（``split_text("train", train_limit)``）上训练的字节级 BPE；同一进程里只训练一次。"""
+    return train_bpe(split_text("train", train_limit), vocab_size)
+
+
+class CharTokenizer:
+    """把字表包成与 :class:`~aigc_lib.data.bpe.BPETokenizer` 相同的接口：encode(文本) / decode(编号)。"""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.encode(list(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.vocab.decode(list(ids)))
+
+
+def tokenizer_of(artifacts: dict):
+    """训练时存下的 artifacts -> 分词器：有 ``merges`` 的是 BPE，否则是字表（老的运行目录和模型库都是字表）。"""
+    if artifacts.get("tokens", "char") == "bpe":
+        return BPETokenizer([tuple(pair) for pair in artifacts["merges"]])
+    return CharTokenizer(Vocab.from_itos(artifacts["vocab"]))
+
+
+def vocab_size(artifacts: dict) -> int:
+    """模型的词表大小：字表的长度，或 BPE 合并表重放出的词元数。"""
+    if artifacts.get("tokens", "char") == "bpe":
+        return len(tokenizer_of(artifacts))
+    return len(artifacts["vocab"])
+
+
+def characters_ended(tokenizer, ids: list[int]) -> torch.Tensor:
+    """每个词元里结束了几个字：UTF-8 字符的最后一个字节落在哪个词元里，这个字就算那个词元的。
+
+    按字的词元每个正好一个字（``<unk>`` 也代表原文的一个字）。BPE 的词元是字节串：一个汉字 3 个字节，
+    可能被切在两个词元里，那它只算在含最后一个字节的那个词元上。所以任意一段连续词元的和，就是
+    这段词元写完了多少个字，两种词元在同一段文本上数出的字数相同。
+
+    >>> tok = BPETokenizer([(228, 189), (256, 142)])      # 合并出 "低" 的前两个字节，再合成整个 "低"
+    >>> characters_ended(tok, tok.encode("低调")).tolist() # "低" 一个词元；"调" 的 3 个字节各一个词元
+    [1, 0, 0, 1]
+    """
+    if isinstance(tokenizer, CharTokenizer):
+        return torch.ones(len(ids), dtype=torch.long)
+    pieces = [tokenizer.token_bytes(i) for i in ids]
+    data = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    is_end = np.ones(len(data), dtype=np.int64)
+    is_end[:-1] = (data[1:] & 0xC0) != 0x80  # 下一个字节不是 10xxxxxx 的续字节：这个字节结束了一个字
+    ended = np.concatenate([[0], np.cumsum(is_end)])
+    bounds = np.cumsum([0] + [len(piece) for piece in pieces])
+    return torch.from_numpy(ended[bounds[1:]] - ended[bounds[:-1]])
+
+
+def score_text(model, tokenizer, text: str, context_len: int, device, limit: int | None = None) -> dict:
+    """把 ``text`` 编码后切成首尾相接的片段（:func:`make_blocks`），每个片段从头读起，返回
+    ``{"nll": 总负对数似然（nat）, "tokens": 目标词元数, "characters": 这些目标词元写完的字数}``。
+    ``limit``：只用前 limit 个片段。"""
+    ids = tokenizer.encode(text)
+    x, y = make_blocks(torch.tensor(ids, dtype=torch.long), context_len)
+    x, y = x[:limit], y[:limit]
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(x), 128):
+            logits = model(x[start : start + 128].to(device))  # (B, T, V)
+            target = y[start : start + 128].to(device)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="sum").item()
+    # 目标是 ids[1 : n*T + 1]（第一个词元没有上文，不预测）
+    characters = int(characters_ended(tokenizer, ids)[1 : y.numel() + 1].sum())
+    return {"nll": total, "tokens": y.numel(), "characters": characters}
+
+
 @dataclass
 class LMSizes(Sizes):
     """两个模型共用的尺寸。"""
@@ -79,6 +165,9 @@ class LMSizes(Sizes):
     lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=3e-3, cpu=2e-3, gpu=1e-3, above=0)
     weight_decay: float = size("AdamW 的权重衰减", smoke=0.01, cpu=0.01, gpu=0.1, at_least=0)
     dropout: float = size("dropout 比例", smoke=0.0, cpu=0.0, gpu=0.1, at_least=0, below=1)
+    tokens: Literal["char", "bpe"] = size("词元：char（按字）或 bpe（在训练文本上训练的字节级 BPE）", "char")
+    bpe_vocab_size: int = size("BPE 的词表大小（--tokens bpe 时用；含 256 个单字节）", smoke=512, cpu=4000,
+                               gpu=8000, at_least=257)
 
 
 @dataclass
@@ -97,20 +186,20 @@ class LSTMSizes(LMSizes):
 
 
 def build_gpt(sizes: dict, artifacts: dict) -> GPTLanguageModel:
-    return GPTLanguageModel(len(artifacts["vocab"]), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
+    return GPTLanguageModel(vocab_size(artifacts), d_model=sizes["d_model"], num_heads=sizes["num_heads"],
                             num_layers=sizes["num_layers"], dropout=sizes["dropout"], context_len=sizes["context_len"],
                             checkpoint_activations=sizes.get("checkpoint_activations", False))
 
 
 def build_lstm(sizes: dict, artifacts: dict) -> LSTMLanguageModel:
-    return LSTMLanguageModel(len(artifacts["vocab"]), embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
+    return LSTMLanguageModel(vocab_size(artifacts), embed_dim=sizes["embed_dim"], hidden_dim=sizes["hidden_dim"],
                              num_layers=sizes["num_layers"], dropout=sizes["dropout"])
 
 
 class LanguageModelTask(Task):
     name = "lm"
     metric = "perplexity"
-    description = "字符级语言模型（《人民日报》文本），训练后可以生成文本"
+    description = "语言模型（《人民日报》文本，按字或 BPE 词元），训练后可以生成文本"
     models = {"gpt": ModelSpec(build_gpt, GPTLanguageModel, GPTSizes),
               "lstm": ModelSpec(build_lstm, LSTMLanguageModel, LSTMSizes)}
     monitor = "val_loss"
@@ -120,15 +209,21 @@ class LanguageModelTask(Task):
     def _vocab(config: dict) -> Vocab:
         return Vocab.from_itos(config["artifacts"]["vocab"])
 
-    @staticmethod
-    def _encode(text: str, vocab: Vocab) -> torch.Tensor:
-        return torch.tensor(vocab.encode(list(text)), dtype=torch.long)
-
     def prepare(self, sizes: dict):
         train_text = split_text("train", sizes["train_limit"])
-        vocab = char_vocab(train_text, min_freq=sizes["min_freq"])
-        train = TensorDataset(*make_blocks(self._encode(train_text, vocab), sizes["context_len"]))
-        x_val, y_val = make_blocks(self._encode(split_text("val"), vocab), sizes["context_len"])
+        if sizes["tokens"] == "bpe":
+            bpe = train_text_bpe(sizes["train_limit"], sizes["bpe_vocab_size"])
+            artifacts = {"tokens": "bpe", "merges": [list(pair) for pair in bpe.merges]}
+        else:
+            artifacts = {"vocab": list(char_vocab(train_text, min_freq=sizes["min_freq"]).itos)}
+        artifacts.update(context_len=sizes["context_len"], separator=SEPARATOR)
+        tokenizer = tokenizer_of(artifacts)
+
+        def encode(text: str) -> torch.Tensor:
+            return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+        train = TensorDataset(*make_blocks(encode(train_text), sizes["context_len"]))
+        x_val, y_val = make_blocks(encode(split_text("val")), sizes["context_len"])
         if sizes["val_blocks"]:
             x_val, y_val = x_val[: sizes["val_blocks"]], y_val[: sizes["val_blocks"]]
         # 语料很长时，"一轮"只随机抽 samples_per_epoch 个片段：每轮都验证一次，曲线上有足够多的点
@@ -137,26 +232,20 @@ class LanguageModelTask(Task):
         sampler = RandomSampler(train, num_samples=n_samples, generator=generator)
         train_loader = DataLoader(train, batch_size=sizes["batch_size"], sampler=sampler)
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=128)
-        return train_loader, val_loader, {"vocab": list(vocab.itos), "context_len": sizes["context_len"],
-                                          "separator": SEPARATOR}
+        return train_loader, val_loader, artifacts
 
     # ---------------------------------------------------------------- 评估
     def evaluate(self, model, config, split, device, limit=None) -> dict:
-        """整份数据上的平均交叉熵（nat/字）和困惑度 exp(交叉熵)。每个片段从头读起，互不相连。
-        ``limit``：只用前 limit 个片段。"""
-        vocab = self._vocab(config)
-        x, y = make_blocks(self._encode(split_text(split), vocab), config["artifacts"]["context_len"])
-        x, y = x[:limit], y[:limit]
-        total, count = 0.0, 0
-        with torch.inference_mode():
-            for start in range(0, len(x), 128):
-                logits = model(x[start : start + 128].to(device))  # (B, T, V)
-                target = y[start : start + 128].to(device)
-                total += F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="sum").item()
-                count += target.numel()
-        cross_entropy = total / count
-        return {"task": self.name, "model": config["model"], "split": split, "tokens": count,
-                "cross_entropy": cross_entropy, "bits_per_char": cross_entropy / math.log(2),
+        """整份数据上每个词元的平均交叉熵（nat）和困惑度 exp(交叉熵)，以及每个字的比特数
+        ``bits_per_char`` = 总负对数似然 / ln 2 / 字数（按字的模型就是 交叉熵 / ln 2）。
+        每个片段从头读起，互不相连。``limit``：只用前 limit 个片段。"""
+        artifacts = config["artifacts"]
+        scores = score_text(model, tokenizer_of(artifacts), split_text(split), artifacts["context_len"], device,
+                            limit)
+        cross_entropy = scores["nll"] / scores["tokens"]
+        return {"task": self.name, "model": config["model"], "split": split, "tokens": scores["tokens"],
+                "characters": scores["characters"], "cross_entropy": cross_entropy,
+                "bits_per_char": scores["nll"] / math.log(2) / scores["characters"],
                 "perplexity": math.exp(cross_entropy)}
 
     # ---------------------------------------------------------------- 生成
@@ -166,10 +255,27 @@ class LanguageModelTask(Task):
         options：max_new_tokens、strategy（sample / greedy）、temperature、top_k、top_p、
         repetition_penalty、beam（给了就用束搜索的束宽）、length_penalty、stop（字符串，其中每个字都是停止符）、
         seed、use_cache。空提示从换行符开始，即写一句新的话。
+
+        BPE 模型：提示先用 BPE 编码，生成的是词元（max_new_tokens 数的是词元），最后解码成文本；
+        含停止符的词元都是停止词元，解码后在第一个停止符之后截断。结尾的词元可能只是半个汉字，显示成 ``�``。
         """
+        artifacts = config["artifacts"]
+        stop = options.get("stop") or ""
+        common = dict(use_cache=options.get("use_cache", True))
+        if artifacts.get("tokens", "char") == "bpe":
+            bpe = tokenizer_of(artifacts)
+            stops = [i for i in range(len(bpe)) if any(ch in bpe.token_bytes(i).decode("utf-8", "ignore") for ch in stop)]
+            common.update(stop_tokens=stops, bos_id=bpe.encode(artifacts["separator"])[0])
+            text = bpe.decode(self._search(model, bpe.encode(prompt), options, common))
+            cut = min((text.index(ch) + 1 for ch in stop if ch in text), default=len(text))
+            return text[:cut]
         vocab = self._vocab(config)
-        common = dict(vocab=vocab, stop_tokens=[options["stop"]] if options.get("stop") else (),
-                      use_cache=options.get("use_cache", True), bos_id=vocab[config["artifacts"]["separator"]])
+        common.update(vocab=vocab, stop_tokens=[stop] if stop else (), bos_id=vocab[artifacts["separator"]])
+        return self._search(model, prompt, options, common)
+
+    @staticmethod
+    def _search(model, prompt, options: dict, common: dict):
+        """按 options 选束搜索或采样/贪心；提示是文本（按字）或编号列表（BPE）。"""
         max_new = options.get("max_new_tokens", 100)
         try:
             if options.get("beam") is not None:
