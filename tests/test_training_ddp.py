@@ -48,7 +48,10 @@ def torchrun(out_dir, nproc=2, timeout=240, worker=WORKER):
         if sys.platform != "win32":
             os.killpg(proc.pid, 9)  # 连同 torchrun 启动的工作进程一起结束
         proc.kill()
-        output, _ = proc.communicate()
+        try:  # torchrun 的工作进程可能在自己的会话里、还开着输出管道：最多再等 10 秒，不能让测试永远挂住
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            output = "（超时后读不到输出：工作进程还占着管道）"
         pytest.fail(f"torchrun 超过 {timeout} 秒没有结束：\n{output[-3000:]}")
     assert proc.returncode == 0, output[-5000:]
 
