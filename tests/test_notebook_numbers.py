@@ -37,6 +37,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     "09_text_generation.ipynb": {"0.02": "GPT-2 的初始化标准差（Radford 等，2019）",
                                  "3.0": "例子里代码给定的 logit", "2.0": "例子里的 logit 3.0 除以重复惩罚 1.5"},
     "10_seq2seq_translation.ipynb": {"0.90": "课程定下的目标（issue 15），不是结果"},
+    "14_large_models.ipynb": {"0.076": "Kaplan 等（2020）测得的 α_N",
+                              "0.34": "Hoffmann 等（2022）拟合的参数量指数", "0.28": "Hoffmann 等（2022）拟合的词元数指数",
+                              "1.4": "Chinchilla 的训练词元数 1.4T（Hoffmann 等，2022）"},
 }
 
 
