@@ -28,6 +28,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "01_text_cleaning.ipynb": {"80%": "划分比例是设定的常数（80/10/10）"},
     "02_word_segmentation.ipynb": {"0.93": "练习 1 答案里的代码打印的 F1（tests/test_exercises.py 运行它）"},
     "04_word_embeddings.ipynb": {"0.025": "skip-gram 的初始学习率，Mikolov 等（2013）的默认值"},
+    "05_rnn_lstm_gru.ipynb": {"0.95": "公式：σ(3) ≈ 0.95"},
     "06_transformer.ipynb": {"0.97": "练习 1 答案里的代码算出的（tests/test_exercises.py 运行它）",
                              "100 倍": "公式：长度 10 倍，T² 就是 100 倍"},
     "08_evaluation.ipynb": {"98%": "开篇的设问，不是结果", "4.3": "课程大纲的节号",
