@@ -39,6 +39,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     "09_text_generation.ipynb": {"0.02": "GPT-2 的初始化标准差（Radford 等，2019）",
                                  "3.0": "例子里代码给定的 logit", "2.0": "例子里的 logit 3.0 除以重复惩罚 1.5"},
     "10_seq2seq_translation.ipynb": {"0.90": "课程定下的目标（issue 15），不是结果"},
+    "16_responsible_aigc.ipynb": {"2.33": "正态分布的 1% 分位点（Kirchenbauer 等，2023 的阈值；练习 2 题目给定）",
+                                  "37.5": "练习 2 答案手算 Tγ(1−γ) = 200 × 0.25 × 0.75",
+                                  "64.3": "练习 2 答案手算 50 + 2.33 × √37.5"},
 }
 
 
