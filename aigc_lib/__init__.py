@@ -131,6 +131,7 @@ from .plotting import (
     plot_embedding_map,
     plot_heatmap,
     progress,
+    text_color_for,
     use_chinese_font,
 )
 

@@ -146,13 +146,39 @@ def progress(iterable=None, **kwargs):
 # 各章共用的几种图
 # ----------------------------------------------------------------------------------------------
 
+def text_color_for(background) -> str:
+    """在颜色为 ``background`` 的格子上写字，该用白字还是黑字：返回 ``"white"`` 或 ``"black"``。
+
+    ``background`` 是 matplotlib 认得的任何颜色：``(r, g, b)`` 或 ``(r, g, b, a)``（0~1，例如
+    ``image.cmap(image.norm(value))`` 的返回值）、``"#08306b"``、``"navy"`` 都行。
+
+    按 WCAG 2 的相对亮度 :math:`L = 0.2126 R + 0.7152 G + 0.0722 B`（先把 sRGB 还原成线性光强）
+    算出白字和黑字各自与背景的对比度 :math:`(L_1 + 0.05) / (L_2 + 0.05)`，取对比度高的那个。
+    只看数值大小不行：``Blues`` 里小的数是浅色，``viridis`` 里小的数是深色。
+
+    >>> text_color_for((0.03, 0.19, 0.42)), text_color_for("#f7fbff"), text_color_for("yellow")
+    ('white', 'black', 'black')
+    """
+    from matplotlib.colors import to_rgba
+
+    def linear(c):  # sRGB 的伽马校正还原成线性光强
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b, _ = to_rgba(background)
+    luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+    white_contrast = 1.05 / (luminance + 0.05)      # 白色的相对亮度是 1
+    black_contrast = (luminance + 0.05) / 0.05      # 黑色的相对亮度是 0
+    return "white" if white_contrast > black_contrast else "black"
+
+
 def plot_heatmap(matrix, x_labels=None, y_labels=None, *, title=None, xlabel=None, ylabel=None,
                  annotate=None, fmt="{:.2f}", cmap="viridis", ax=None):
     """画一个带坐标标签的热力图，返回 ``ax``。
 
     注意力权重（行 = 查询词，列 = 被关注的词）、CRF 转移矩阵、混淆矩阵都用它画。
     ``matrix`` 可以是嵌套列表、NumPy 数组或张量，形状 ``(rows, cols)``。
-    ``annotate=None`` 时格子不多（≤ 15×15）才在格子里写数值。
+    ``annotate=None`` 时格子不多（≤ 15×15）才在格子里写数值；字的颜色按格子的亮度选
+    （:func:`text_color_for`），浅色格子写黑字、深色格子写白字，换哪个 ``cmap`` 都看得清。
     """
     import numpy as np
     import matplotlib.pyplot as plt
@@ -173,11 +199,11 @@ def plot_heatmap(matrix, x_labels=None, y_labels=None, *, title=None, xlabel=Non
     if annotate is None:
         annotate = data.shape[0] <= 15 and data.shape[1] <= 15
     if annotate:
-        middle = (np.nanmax(data) + np.nanmin(data)) / 2
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
+                background = image.cmap(image.norm(data[i, j]))  # 这个格子实际画出来的颜色
                 ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if data[i, j] < middle else "black")
+                        color=text_color_for(background))
     if title:
         ax.set_title(title)
     if xlabel:

@@ -28,9 +28,11 @@ ALLOWED: dict[str, dict[str, str]] = {
     "01_text_cleaning.ipynb": {"80%": "划分比例是设定的常数（80/10/10）"},
     "02_word_segmentation.ipynb": {"0.93": "练习 1 答案里的代码打印的 F1（tests/test_exercises.py 运行它）"},
     "04_word_embeddings.ipynb": {"0.025": "skip-gram 的初始学习率，Mikolov 等（2013）的默认值"},
+    "05_rnn_lstm_gru.ipynb": {"0.95": "公式：σ(3) ≈ 0.95"},
     "06_transformer.ipynb": {"0.97": "练习 1 答案里的代码算出的（tests/test_exercises.py 运行它）",
                              "100 倍": "公式：长度 10 倍，T² 就是 100 倍"},
-    "08_evaluation.ipynb": {"98%": "开篇的设问，不是结果", "4.3": "课程大纲的节号",
+    "07_optimizers.ipynb": {"0.693": "公式：ln 2", "0.095": "练习 1 答案手算的 2/21", "0.905": "练习 1 答案手算的 19/21"},
+    "08_evaluation.ipynb": {"4.3": "课程大纲的节号", "3.4": "课程大纲的节号",
                             "2.3": "练习 5 题目给定的交叉熵", "3.3": "练习 5 题目给定的交叉熵",
                             "9.97": "练习 5 答案手算 e^2.3", "9.85": "练习 5 答案手算 2^3.3",
                             "0.333": "练习答案手算的 F1 = 2/6"},
@@ -40,6 +42,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     "14_large_models.ipynb": {"0.076": "Kaplan 等（2020）测得的 α_N",
                               "0.34": "Hoffmann 等（2022）拟合的参数量指数", "0.28": "Hoffmann 等（2022）拟合的词元数指数",
                               "1.4": "Chinchilla 的训练词元数 1.4T（Hoffmann 等，2022）"},
+    "16_responsible_aigc.ipynb": {"2.33": "正态分布的 1% 分位点（Kirchenbauer 等，2023 的阈值；练习 2 题目给定）",
+                                  "37.5": "练习 2 答案手算 Tγ(1−γ) = 200 × 0.25 × 0.75",
+                                  "64.3": "练习 2 答案手算 50 + 2.33 × √37.5"},
 }
 
 

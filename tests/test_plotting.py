@@ -156,3 +156,69 @@ def test_embedding_map_labels_do_not_overlap():
         overlaps = [(a, b) for a in range(len(boxes)) for b in range(a + 1, len(boxes)) if boxes[a].overlaps(boxes[b])]
         assert not overlaps, f"第 {trial} 次：标签重叠 {overlaps}"
         plt.close(fig)
+
+
+# ---- 热力图里字的颜色：按格子亮度选白字或黑字 ----------------------------------------------
+
+def _contrast_ratios(rgb):
+    """参照实现（WCAG 2 的定义逐步写出）：(白字对比度, 黑字对比度)。"""
+    channels = []
+    for c in rgb:
+        channels.append(c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+    luminance = sum(w * c for w, c in zip((0.2126, 0.7152, 0.0722), channels))
+    on_white = (1.0 + 0.05) / (luminance + 0.05)
+    on_black = (luminance + 0.05) / (0.0 + 0.05)
+    return on_white, on_black
+
+
+@pytest.mark.parametrize("cmap, value, expected", [
+    ("Blues", 0.0, "black"), ("Blues", 0.15, "black"), ("Blues", 0.9, "white"), ("Blues", 1.0, "white"),
+    ("viridis", 0.0, "white"), ("viridis", 0.2, "white"), ("viridis", 0.85, "black"), ("viridis", 1.0, "black"),
+    ("Greys", 0.0, "black"), ("Greys", 1.0, "white"), ("magma", 0.05, "white"), ("magma", 0.95, "black"),
+])
+def test_text_color_for_colormap_values(cmap, value, expected):
+    background = matplotlib.colormaps[cmap](value)
+    assert plotting.text_color_for(background) == expected
+
+
+def test_text_color_for_matches_the_higher_contrast_on_random_colors():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    colors = rng.random((500, 3))
+    for rgb in colors:
+        on_white, on_black = _contrast_ratios(rgb)
+        if abs(on_white - on_black) < 1e-9:
+            continue
+        expected = "white" if on_white > on_black else "black"
+        assert plotting.text_color_for(tuple(rgb)) == expected, rgb
+        assert plotting.text_color_for(tuple(rgb) + (0.5,)) == expected  # 第四个数（透明度）不影响
+    # 颜色名与十六进制字符串也行；纯红配黑字（对比度 5.25 对 4.0），纯蓝配白字
+    assert [plotting.text_color_for(c) for c in ("red", "blue", "#ffffff", "#000000", "navy", "yellow")] == \
+        ["black", "white", "black", "white", "white", "black"]
+
+
+def test_text_color_for_switches_once_along_a_gray_ramp():
+    import numpy as np
+
+    colors = [plotting.text_color_for((v, v, v)) for v in np.linspace(0, 1, 201)]
+    switch = colors.index("black")
+    assert colors[:switch] == ["white"] * switch and colors[switch:] == ["black"] * (201 - switch)
+    # 灰度的切换点在相对亮度约 0.179 处，即 sRGB 值约 0.46
+    assert 0.45 < switch / 200 < 0.47
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("cm", [[[775, 116], [177, 645]], [[65, 0, 5], [6, 14, 0], [8, 0, 2]], [[3, 40], [0, 1]]])
+def test_confusion_matrix_annotations_contrast_with_their_cells(cm, normalize):
+    # 每个格子的字色都要与这个格子实际画出的颜色对比度更高；旧版按“小于中间值写白字”，Blues 浅色格上的白字看不见
+    ax = plotting.plot_confusion_matrix(cm, [str(i) for i in range(len(cm))], normalize=normalize)
+    image = ax.images[0]
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    assert len(texts) == len(cm) * len(cm[0])
+    data = image.get_array()
+    for (i, j), text in texts.items():
+        rgb = image.cmap(image.norm(data[i, j]))[:3]
+        on_white, on_black = _contrast_ratios(rgb)
+        expected = "white" if on_white > on_black else "black"
+        assert matplotlib.colors.same_color(text.get_color(), expected), (cm, i, j, text.get_text())

@@ -36,6 +36,24 @@ from .rundir import claim, write_json
 from .sizes import SizeField, build_sizes
 
 
+# 从别的模型出发的任务（指令微调从参考 GPT 出发）要读模型库，但模型库（aigc_lib.zoo）本身建立在任务之上，
+# tasks 不能反过来导入它。于是由模型库在导入时把“按名字读参考模型”的函数登记在这里（依赖倒置）。
+_pretrained_loader: Callable | None = None
+
+
+def register_pretrained_loader(loader: Callable) -> None:
+    """模型库调用：登记 ``loader(name, device=...) -> Pretrained``，供 :func:`load_pretrained` 使用。"""
+    global _pretrained_loader
+    _pretrained_loader = loader
+
+
+def load_pretrained(name: str, device=None):
+    """按名字读模型库里的参考模型（``aigc_lib.pretrained`` 的同一个函数，经上面的登记拿到）。"""
+    if _pretrained_loader is None:
+        raise TaskError("模型库还没有加载：请先 import aigc_lib（它会加载 aigc_lib.zoo）。")
+    return _pretrained_loader(name, device=device)
+
+
 def _is_main_process() -> bool:
     """是不是 0 号进程（单进程时总是）。进程组在 fit 里才建立；建立之前按 torchrun 设的 RANK 判断。"""
     if torch.distributed.is_available() and torch.distributed.is_initialized():

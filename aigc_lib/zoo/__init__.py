@@ -41,7 +41,7 @@ from ..core.history import History
 from ..core.runtime import device as pick_device
 from ..data.text import Vocab
 from ..tasks import Task, TaskError, load_run
-from ..tasks.base import build_from_config
+from ..tasks.base import build_from_config, register_pretrained_loader
 from ..tasks.rundir import write_json
 
 FORMAT = "aigc_lib.zoo/1"
@@ -134,6 +134,9 @@ def pretrained(name: str, device=None, models_dir: str | Path = MODELS_DIR) -> P
     state = {k: v.to(expected[k].dtype) if k in expected and v.is_floating_point() else v for k, v in tensors.items()}
     load_model_state(model, state, source=str(path))
     return Pretrained(name, task, model.to(pick_device(device)).eval(), config, record)
+
+
+register_pretrained_loader(pretrained)  # 让从参考模型出发的任务（sft）不必导入模型库
 
 
 def load(run: str, device=None) -> tuple[Task, nn.Module, dict]:

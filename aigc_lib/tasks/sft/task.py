@@ -26,7 +26,7 @@ from ...core.runtime import pick
 from ...generation import generate
 from ...models import LoRAGPT
 from ...data.text import Vocab
-from ..base import ModelSpec, Task, TaskError
+from ..base import ModelSpec, Task, TaskError, load_pretrained
 from ..sizes import Sizes, size
 from .data import (END, KINDS, chat_tokens, chat_vocab, conversations, encode_conversation, instruction_examples,
                    render_chat, to_model_text)
@@ -52,9 +52,7 @@ class SFTSizes(Sizes):
 
 @lru_cache(maxsize=1)
 def _base():
-    from ...zoo import pretrained  # 避免循环导入：模型库也要用任务表
-
-    return pretrained(BASE_MODEL, device="cpu")
+    return load_pretrained(BASE_MODEL, device="cpu")  # 模型库在导入时登记的读取函数（tasks 不导入 zoo）
 
 
 def extend_rows(weight: torch.Tensor, n_new: int, seed: int = 0) -> torch.Tensor:
