@@ -19,8 +19,9 @@ from aigc_lib.core.training import steps_per_epoch
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
 
-def load_worker():
-    spec = importlib.util.spec_from_file_location("_ddp_worker", WORKER)
+def load_worker(path=WORKER):
+    """把 torchrun 用的 worker 脚本当模块读进本进程（单进程参照用同一份代码）。"""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

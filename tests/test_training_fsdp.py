@@ -1,7 +1,6 @@
 """fit(strategy="fsdp")：torchrun 2 进程（gloo，CPU）的 FSDP 与单进程、DDP 的损失轨迹相同，
 每个进程的参数 + 优化器状态约为 DDP 的一半，检查点在单进程里加载后给出同样的评估。"""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,9 @@ from aigc_lib.core import fsdp
 from aigc_lib.core.checkpoint import load_checkpoint
 from aigc_lib.core.training import FitOptions
 from aigc_lib.models.transformer import GPTLanguageModel
-from test_training_ddp import torchrun
+from test_training_ddp import load_worker, torchrun
 
 WORKER = Path(__file__).with_name("_fsdp_worker.py")
-
-
-def load_worker():
-    spec = importlib.util.spec_from_file_location("_fsdp_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,7 @@ def runs(tmp_path_factory):
     """torchrun 跑一次 worker（DDP、FSDP、FSDP 续训），再在本进程跑同样全局批大小的单进程参照。"""
     out = tmp_path_factory.mktemp("fsdp")
     torchrun(out, worker=WORKER)
-    worker = load_worker()
+    worker = load_worker(WORKER)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
