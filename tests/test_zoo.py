@@ -17,10 +17,10 @@ import torch
 from aigc_lib.core.checkpoint import CheckpointMismatchError
 from aigc_lib.tasks import TaskError, get_task, load_run
 from aigc_lib.zoo import (FORMAT, MODELS_DIR, SLICE, catalog, catalog_markdown, export_run, names, pretrained,
-                          provenance)
+                          provenance, slice_limit)
 
 # 课程自带的参考模型（issue 15）：每个 aigc 任务一个，语言模型两个家族
-EXPECTED = ["lm-gpt", "lm-lstm", "ner", "pinyin", "pos", "segment", "sentiment-gru"]
+EXPECTED = ["chat", "lm-gpt", "lm-lstm", "ner", "pinyin", "pos", "segment", "sentiment-gru"]
 ZOO_BYTES = 25 * 2**20  # 全部加起来不超过 25 MB
 
 
@@ -70,8 +70,8 @@ def test_each_reference_model_reproduces_its_recorded_metric_on_a_fixed_test_sli
         pytest.fail(f"模型库里缺少 {name}：请运行 python benchmarks/train_reference.py --only {name}")
     model = pretrained(name, device="cpu")
     record = model.provenance
-    assert record["slice"]["limit"] == SLICE and record["slice"]["split"] == "test"
-    got = model.evaluate("test", limit=SLICE)
+    assert record["slice"]["limit"] == slice_limit(model.task) and record["slice"]["split"] == "test"
+    got = model.evaluate("test", limit=record["slice"]["limit"])
     metric = record["metric"]
     assert close(metric, got[metric], record["slice"]["metrics"][metric]), (got[metric], record["slice"])
     assert got["task"] == record["task"] == model.task.name
@@ -199,6 +199,12 @@ def test_the_command_line_uses_the_zoo_without_training():
     written = aigc("generate", "pretrained:lm-gpt", "今天", "--max-new-tokens", "12", "--seed", "1")
     assert written.returncode == 0, written.stderr
     assert written.stdout.startswith("今天") and len(written.stdout.strip()) > 2
+
+    prompt = "把拼音转成汉字：jin tian tian qi hen hao"
+    answered = aigc("chat", "pretrained:chat", "--prompt", prompt)
+    assert answered.returncode == 0, answered.stderr
+    chat = pretrained("chat", device="cpu")
+    assert answered.stdout.strip() == chat.task.reply(chat.model, chat.config, [], prompt)[0]
 
     missing = aigc("evaluate", "pretrained:nope")
     assert missing.returncode == 2 and "模型库里没有 'nope'" in missing.stderr and "Traceback" not in missing.stderr

@@ -19,7 +19,7 @@
   （比 pickle 安全）；为了让课程包小一些，浮点权重存成 float16，读进来再转回 float32。
   文件头的说明（metadata）里有重建模型需要的 config（任务、模型、超参数、词表），JSON 格式。
 - ``名字.json``：来历。训练命令、git 提交、种子、用时、硬件；**导出后的**权重在验证集、测试集上的指标，
-  以及测试集前 ``SLICE`` 个样本上的指标（测试用它复核）；训练曲线；权重文件的 sha256 和字节数
+  以及测试集前 ``SLICE`` 个样本（:func:`slice_limit`）上的指标（测试用它复核）；训练曲线；权重文件的 sha256 和字节数
   （读取时核对：文件被截断或改坏了，会直接说"检查点文件损坏或不完整"）。
 
 这些模型由 ``python benchmarks/train_reference.py`` 用 ``aigc train`` 从头训练、再用 :func:`export_run` 导出。
@@ -48,6 +48,12 @@ FORMAT = "aigc_lib.zoo/1"
 PREFIX = "pretrained:"  # 命令行里的写法：pretrained:lm-gpt
 MODELS_DIR = Path(__file__).with_name("models")
 SLICE = 200  # 测试集的前这么多个样本：来历里记下在它上面的指标，测试在 smoke 档位下也能很快复核
+
+
+def slice_limit(task: Task) -> int:
+    """复核用的测试切片有多大：默认 :data:`SLICE` 个样本；任务可以用类属性 ``zoo_slice`` 改小
+    （sft 的 limit 按每种指令算，每条都要逐字生成，所以只取每种 20 条）。"""
+    return getattr(task, "zoo_slice", SLICE)
 REFERENCE_SCRIPT = "python benchmarks/train_reference.py"
 
 
@@ -251,7 +257,8 @@ def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str |
     write_json(models_dir / f"{name}.json", record)  # 先写校验和，下面才能读回导出的权重
     loaded = pretrained(name, device="cpu", models_dir=models_dir)
     record["metrics"] = {split: loaded.evaluate(split) for split in ("val", "test")}
-    record["slice"] = {"split": "test", "limit": SLICE, "metrics": loaded.evaluate("test", limit=SLICE)}
+    limit = slice_limit(loaded.task)
+    record["slice"] = {"split": "test", "limit": limit, "metrics": loaded.evaluate("test", limit=limit)}
     write_json(models_dir / f"{name}.json", record)
     return weights
 
@@ -263,4 +270,4 @@ def _curve_row(row: dict) -> dict:
 
 
 __all__ = ["FORMAT", "PREFIX", "SLICE", "Pretrained", "catalog", "catalog_markdown", "export_run", "load", "names", "pretrained",
-           "provenance"]
+           "provenance", "slice_limit"]

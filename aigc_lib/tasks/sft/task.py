@@ -112,6 +112,7 @@ class SFTTask(Task):
     description = "指令微调：从参考 GPT（lm-gpt）出发，学会回答五种指令、多轮对话（aigc chat）"
     models = {"gpt": ModelSpec(build_chat_gpt, LoRAGPT, SFTSizes)}
     monitor = "val_loss"
+    zoo_slice = 20  # 模型库复核参考模型时每种指令取测试集前 20 条（每条都要逐字生成，还要跑零样本的 lm-gpt）
 
     # ---------------------------------------------------------------- 数据
     def prepare(self, sizes: dict):
