@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from aigc_lib.compress import count_parameters
-from aigc_lib.models import GPT_TARGETS, GPTLanguageModel, LoRALinear, add_lora, merge_lora
+from aigc_lib.models import GPT_TARGETS, GPTLanguageModel, LoRAGPT, LoRALinear, SplitEmbedding, add_lora, merge_lora
 
 peft = pytest.importorskip("peft")
 
@@ -122,3 +122,83 @@ def test_add_lora_errors_in_chinese():
         add_lora(small_gpt(0), 2, targets=("nope",))
     with pytest.raises(ValueError, match="rank"):
         LoRALinear(nn.Linear(3, 3), rank=0)
+
+
+# ---------------------------------------------------------------------------
+# 扩大词表时：新 token 的词向量也训练（SplitEmbedding），旧行一点不动
+# ---------------------------------------------------------------------------
+
+GPT_CONFIG = dict(vocab_size=50, d_model=16, num_heads=2, num_layers=2, dim_feedforward=32, dropout=0.0, context_len=12)
+
+
+def split_pair(seed: int, n_frozen: int = 40, rank: int = 2):
+    """同样权重的普通 GPT 与 LoRAGPT(trainable_rows_from=n_frozen)；LoRA 的 B 是随机值（不是 0）。"""
+    torch.manual_seed(seed)
+    plain = GPTLanguageModel(**GPT_CONFIG)
+    model = LoRAGPT(**GPT_CONFIG, lora_rank=rank, lora_alpha=4.0, trainable_rows_from=n_frozen)
+    model.load_base_weights(plain.state_dict())
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LoRALinear):
+                module.lora_B.normal_(0, 0.1)
+    return plain, model
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_embedding_model_equals_its_merged_plain_gpt(seed):
+    plain, model = split_pair(seed)
+    tokens = torch.randint(0, GPT_CONFIG["vocab_size"], (3, 10), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(model.embedding(tokens), plain.embedding(tokens))
+        before = model(tokens)
+        merged = merge_lora(copy.deepcopy(model))
+        torch.testing.assert_close(merged(tokens), before, atol=1e-5, rtol=1e-5)
+    assert set(merged.state_dict()) == set(plain.state_dict())
+    assert merged.head.weight is merged.embedding.weight  # 折回后输入输出重新共用同一个矩阵
+    # 直接装进一个普通 GPT：与折回的模型输出相同
+    rebuilt = GPTLanguageModel(**GPT_CONFIG)
+    rebuilt.load_state_dict(merged.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(tokens), before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_only_the_new_rows_and_lora_train_and_weight_decay_leaves_old_rows_alone(seed):
+    plain, model = split_pair(seed)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"embedding.new"} | {n for n in trainable if n.endswith(("lora_A", "lora_B"))}
+    lora = GPT_CONFIG["num_layers"] * 2 * (4 * (16 + 16) + (16 + 32) + (32 + 16))  # 层数 × 秩 × Σ(d_in + d_out)
+    assert count_parameters(model, trainable_only=True) == lora + (50 - 40) * 16
+    frozen_before = model.embedding.frozen.detach().clone()
+    new_before = model.embedding.new.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    tokens = torch.randint(0, 50, (4, 11), generator=torch.Generator().manual_seed(seed))
+    for _ in range(3):
+        logits = model(tokens[:, :-1])
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(model.embedding.frozen, frozen_before)
+    assert not torch.allclose(model.embedding.new, new_before)
+    assert len(optimizer.state) == len(trainable)  # AdamW 只给可训练的参数存状态
+
+
+def test_the_new_rows_get_the_same_gradient_as_in_the_plain_gpt():
+    """同样的权重、同样的数据：新行上的梯度 = 普通 GPT 词向量（与输出层共用）在这几行上的梯度。"""
+    torch.manual_seed(0)
+    plain = GPTLanguageModel(**GPT_CONFIG)
+    model = LoRAGPT(**GPT_CONFIG, lora_rank=2, trainable_rows_from=40)
+    model.load_base_weights(plain.state_dict())  # B = 0：与普通 GPT 完全相同
+    tokens = torch.randint(0, 50, (4, 11), generator=torch.Generator().manual_seed(1))
+    for m in (plain, model):
+        logits = m(tokens[:, :-1])
+        nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    torch.testing.assert_close(model.embedding.new.grad, plain.embedding.weight.grad[40:], atol=1e-6, rtol=1e-5)
+
+
+def test_split_embedding_errors_in_chinese():
+    with pytest.raises(ValueError, match="n_frozen 要在"):
+        SplitEmbedding(nn.Embedding(10, 4), 10)
+    with pytest.raises(ValueError, match="tie_weights=True"):
+        LoRAGPT(**{**GPT_CONFIG, "tie_weights": False}, lora_rank=2, trainable_rows_from=40)

@@ -190,9 +190,10 @@ def test_fine_tuning_starts_from_lm_gpt(vocab, rank):
     assert lm < ours < lm * 1.03
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     if rank:
-        assert all(n.endswith(("lora_A", "lora_B")) for n, p in model.named_parameters() if p.requires_grad)
-        # 4 层，每层 4 个 128×128 投影（r·256）和前馈的 128->512、512->128（各 r·640）
-        assert trainable == 4 * rank * (4 * 256 + 2 * 640)
+        assert all(n.endswith(("lora_A", "lora_B")) or n == "embedding.new"
+                   for n, p in model.named_parameters() if p.requires_grad)
+        # 4 层，每层 4 个 128×128 投影（r·256）和前馈的 128->512、512->128（各 r·640），加上新 token 的词向量
+        assert trainable == 4 * rank * (4 * 256 + 2 * 640) + (len(vocab) - V) * 128
     else:
         assert trainable == total
 
@@ -271,7 +272,8 @@ def test_train_evaluate_and_one_answer(run_dir, capsys, monkeypatch):
     monkeypatch.setenv("AIGC_PROFILE", "smoke")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["sizes"]["lora_rank"] == 2
-    assert summary["trainable_parameters"] == 4 * 2 * (4 * 256 + 2 * 640)  # 只有 LoRA 的 A、B
+    new_rows = len(chat_vocab(pretrained("lm-gpt").vocab.itos)) - len(pretrained("lm-gpt").vocab)
+    assert summary["trainable_parameters"] == 4 * 2 * (4 * 256 + 2 * 640) + new_rows * 128  # LoRA 的 A、B + 新 token 的词向量
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), "--split", "test", "--limit", "2", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)

@@ -38,4 +38,4 @@ from .embeddings import GloVe, SkipGram, glove_step, negative_sampling_loss, neg
 from .rnn import LSTMLanguageModel, LSTMState
 from .transformer import GPTBlock, GPTLanguageModel, KVCache
 from .seq2seq import Seq2SeqTransformer, TransformerDecoderLayer
-from .lora import GPT_TARGETS, LoRAGPT, LoRALinear, add_lora, merge_lora
+from .lora import GPT_TARGETS, LoRAGPT, LoRALinear, SplitEmbedding, TiedHead, add_lora, merge_lora

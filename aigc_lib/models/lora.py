@@ -14,6 +14,9 @@ W、b 冻结，只训练 A、B：参数从 d_out·d_in 降到 r·(d_in + d_out)�
     count_parameters(model, trainable_only=True)   # 只有 A、B 可训练（aigc_lib.compress.count_parameters）
     merge_lora(model)                         # 折回 nn.Linear，和普通 GPT 一样用
 
+扩大了词表时（第 15 章的对话模型），新 token 的词向量也要能训练：:class:`LoRAGPT` 的
+``trainable_rows_from``（:class:`SplitEmbedding`）。
+
 测试把它与 Hugging Face 的 ``peft`` 库对照：同样的权重，输出相同（误差 1e-6 以内）。
 """
 
@@ -109,8 +112,57 @@ def add_lora(model: nn.Module, rank: int, alpha: float = 1.0, targets=GPT_TARGET
     return replaced
 
 
+class SplitEmbedding(nn.Module):
+    """扩大了词表的 LoRA 微调用的词向量：前 ``n_frozen`` 行（预训练的）冻结，后面新加的行可训练。
+
+    只加 LoRA 支路时，词向量整个被冻结，新 token（``<|end|>`` 等）的向量就停在初值：几个新 token 的
+    向量几乎一样，模型分不清它们，学不会什么时候停。peft 用 ``trainable_token_indices``（或把整个
+    词向量放进 ``modules_to_save``）解决同一个问题。这里把 (V, C) 矩阵拆成两个参数：``frozen``
+    (n_frozen, C)，``requires_grad=False``；``new`` (V - n_frozen, C)，可训练。AdamW 只给 ``new``
+    存状态，权重衰减也碰不到冻结的行（若用梯度掩码，AdamW 的权重衰减照样会把冻结的行往 0 拉）。
+    ``weight`` 是拼回去的 (V, C) 矩阵，与输出层共用（:class:`TiedHead`）。
+    """
+
+    def __init__(self, embedding: nn.Embedding, n_frozen: int) -> None:
+        super().__init__()
+        weight = embedding.weight.detach()
+        if not 0 < n_frozen < weight.shape[0]:
+            raise ValueError(f"n_frozen 要在 1 到 {weight.shape[0] - 1} 之间（词表有 {weight.shape[0]} 行），收到 {n_frozen}。")
+        self.frozen = nn.Parameter(weight[:n_frozen].clone(), requires_grad=False)
+        self.new = nn.Parameter(weight[n_frozen:].clone())
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.frozen.shape[0] + self.new.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat([self.frozen, self.new])  # (V, C)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(tokens, self.weight)  # (B, T) -> (B, T, C)
+
+    def merged(self) -> nn.Embedding:
+        """拼回一个普通的 ``nn.Embedding``（全部行可训练）。"""
+        embedding = nn.Embedding(self.num_embeddings, self.frozen.shape[1])
+        embedding.weight.data.copy_(self.weight.detach())
+        return embedding.to(self.new.device)
+
+
+class TiedHead(nn.Module):
+    """输出层 logits = x · Eᵀ，E 是 :class:`SplitEmbedding` 拼起来的矩阵（与输入词向量共用，自己没有参数）。"""
+
+    def __init__(self, embedding: SplitEmbedding) -> None:
+        super().__init__()
+        self._embedding = (embedding,)  # 放在元组里：不注册成子模块，state_dict 里就不会多出一份
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self._embedding[0].weight.T  # (B, T, C) -> (B, T, V)
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """把每个 :class:`LoRALinear` 折回一个普通的 ``nn.Linear``（W + (alpha/r)·B A），原地修改并返回 model。
+    :class:`LoRAGPT` 拆开的词向量（:class:`SplitEmbedding`）也拼回 ``nn.Embedding``，输出层重新与它共用。
 
     折回后的模型与原来的模型家族一模一样（state_dict 的键也一样），推理时没有额外的计算。
     折回的层的参数恢复为可训练（其余参数的 requires_grad 不变）。
@@ -120,6 +172,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, getattr(parent, child).merged())
+    if isinstance(getattr(model, "embedding", None), SplitEmbedding):
+        model.embedding = model.embedding.merged()
+        model.head = nn.Linear(model.embedding.embedding_dim, model.embedding.num_embeddings, bias=False)
+        model.head.weight = model.embedding.weight
     return model
 
 
@@ -132,23 +188,38 @@ class LoRAGPT(GPTLanguageModel):
     所以 ``LoRAGPT(**model.config)`` 能重建同样结构的模型（读回检查点时就是这样做的）。
 
     调用方式与 GPT 相同：``model(tokens (B, T)) -> logits (B, T, V)``。
+
+    ``trainable_rows_from=N`` > 0（且 ``lora_rank`` > 0）时，词向量的第 N 行起（扩大词表时新加的 token）
+    也训练，前 N 行冻结（:class:`SplitEmbedding`）；需要 ``tie_weights=True``。
     """
 
     def __init__(self, *args, lora_rank: int = 0, lora_alpha: float = 1.0, lora_dropout: float = 0.0,
-                 lora_targets=GPT_TARGETS, **kwargs) -> None:
+                 lora_targets=GPT_TARGETS, trainable_rows_from: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.config = {**self.config, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
-                       "lora_dropout": lora_dropout, "lora_targets": list(lora_targets)}
+                       "lora_dropout": lora_dropout, "lora_targets": list(lora_targets),
+                       "trainable_rows_from": trainable_rows_from}
         if lora_rank:
             add_lora(self, lora_rank, lora_alpha, targets=lora_targets, dropout=lora_dropout)
+            if trainable_rows_from:
+                if not self.config["tie_weights"]:
+                    raise ValueError("trainable_rows_from 只用于输入、输出词向量共用的 GPT（tie_weights=True）。")
+                self.embedding = SplitEmbedding(self.embedding, trainable_rows_from)
+                self.head = TiedHead(self.embedding)
 
     def load_base_weights(self, state: dict) -> None:
-        """读入一个普通 GPT 的 state_dict（加了 LoRA 的层的键多一段 ``.base``，A、B 保持初始值）。"""
+        """读入一个普通 GPT 的 state_dict（加了 LoRA 的层的键多一段 ``.base``，A、B 保持初始值；
+        拆开的词向量从 ``embedding.weight`` 里切出冻结的行和新行）。"""
         own = self.state_dict()
+        split = self.config["trainable_rows_from"]
         mapped = {}
         for key in own:
             if key.endswith(("lora_A", "lora_B")):
                 mapped[key] = own[key]
+            elif key == "embedding.frozen":
+                mapped[key] = state["embedding.weight"][:split]
+            elif key == "embedding.new":
+                mapped[key] = state["embedding.weight"][split:]
             else:
                 mapped[key] = state[key.replace(".base.", ".")]
         self.load_state_dict(mapped)

@@ -9,8 +9,9 @@
 新 token 的词向量取**已有词向量的平均**再加一点噪声（N(0, 0.02²)，让它们彼此不同）：平均向量的输出
 logit 与"一个普通的字"相当，刚开始训练时不会因为某个新 token 的概率奇大而产生很大的梯度。拼音音节
 例外：取读这个音的字的词向量的平均（:func:`init_syllable_rows`）。输出层与词向量
-共用权重，所以输出层也一起扩大了。``--lora-rank R`` > 0 时冻结全部原有参数（包括词向量，新 token 的
-向量就停在初始值），只训练注意力和前馈层上的 LoRA 支路（:mod:`aigc_lib.models.lora`）。
+共用权重，所以输出层也一起扩大了。``--lora-rank R`` > 0 时冻结全部原有参数（包括原有的词向量），只训练注意力和前馈层上的 LoRA 支路
+（:mod:`aigc_lib.models.lora`）和新 token 的词向量（``trainable_rows_from``：否则 ``<|end|>`` 等新 token
+停在几乎相同的初值，模型学不会什么时候停）。
 
 损失：只在助手回答的 token 上算（:func:`~.data.encode_conversation`：其余位置的目标是 -100）。
 """
@@ -83,7 +84,8 @@ def build_chat_gpt(sizes: dict, artifacts: dict) -> LoRAGPT:
     base = _base().model
     config = {**base.config, "vocab_size": len(artifacts["vocab"]), "dropout": sizes["dropout"]}
     model = LoRAGPT(**config, lora_rank=sizes["lora_rank"], lora_alpha=sizes["lora_alpha"],
-                    lora_dropout=sizes["lora_dropout"])
+                    lora_dropout=sizes["lora_dropout"],
+                    trainable_rows_from=base.config["vocab_size"] if sizes["lora_rank"] else 0)
     state = dict(base.state_dict())
     rows = extend_rows(state["embedding.weight"].float(), len(artifacts["vocab"]) - base.config["vocab_size"])
     init_syllable_rows(rows, artifacts["vocab"][: base.config["vocab_size"]], artifacts["vocab"])
