@@ -18,8 +18,8 @@ continue    《人民日报》的句子              续写这句话：前半句
 用户打不出来，也就不会和正文混在一起。
 
 **划分**：每个来源用它自己的 train / val / test（评论、《人民日报》的句子划分、拼音小句的划分），
-再去重：验证集去掉训练集里出现过的源句子，测试集去掉训练集和验证集里出现过的——同一句原文
-不会出现在两份里（测试里检查）。
+再去重：验证集去掉训练集里出现过的原文，测试集去掉训练集和验证集里出现过的——不分种类，同一句
+原文不会出现在两份里（测试里检查）。
 
 **词表外的字**：SFT 从参考语言模型 lm-gpt 出发，它的字表（约 3.3k 字，全角数字和字母）是定的。
 我们的决定：词表**只追加**三个特殊标记、26 个小写字母与空格（:data:`NEW_TOKENS`，分词的答案也用
@@ -40,7 +40,7 @@ from functools import lru_cache
 
 from ...data.corpora import entity_spans, load_peoples_daily, load_reviews
 from ...data.text import Vocab
-from ..pinyin.data import pinyin_pairs
+from ..pinyin.data import clause_texts, pinyin_pairs
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = (USER, ASSISTANT, END)
@@ -242,15 +242,19 @@ def _sources(split: str, pinyin_limit: int | None) -> dict[str, list]:
     拼音小句由 :func:`~aigc_lib.tasks.pinyin.data.pinyin_pairs` 给出，它已经按同样的规则跨份去重；
     注音很慢，所以只取前 ``pinyin_limit`` 对（None 表示全部）。"""
     earlier = {"train": (), "val": ("train",), "test": ("train", "val")}[split]
-    seen_sentences = {sentence_text(s) for other in earlier for s in load_peoples_daily(other)}
-    # 评论按转成全角以后的写法去重："好,便宜" 和 "好，便宜" 对模型是同一句话
-    seen_reviews = {to_model_text(t) for other in earlier for t, _ in load_reviews(other)}
-    sentences = [s for s in load_peoples_daily(split) if sentence_text(s) not in seen_sentences]
+    # 前面几份里用过的所有原文，不分种类：《人民日报》的句子、它们切出的小句（拼音指令的原文）、评论。
+    # 评论按转成全角以后的写法去重："好,便宜" 和 "好，便宜" 对模型是同一句话。跨种类也要去重：
+    # "日本""李鹏"这样的短标题在训练集里是拼音小句，在测试集里可能是一整句要分词的话
+    seen = {sentence_text(s) for other in earlier for s in load_peoples_daily(other)}
+    seen |= {to_model_text(t) for other in earlier for t, _ in load_reviews(other)}
+    seen |= {text for other in earlier for text in clause_texts(other)}
+    sentences = [s for s in load_peoples_daily(split) if sentence_text(s) not in seen]
     return {
         "sentiment": [(to_model_text(t), y) for t, y in load_reviews(split)
-                      if len(t) <= MAX_REVIEW and to_model_text(t) not in seen_reviews],
+                      if len(t) <= MAX_REVIEW and to_model_text(t) not in seen],
         "segment": [s for s in sentences if len(sentence_text(s)) <= MAX_SEGMENT],
-        "pinyin": pinyin_pairs(split, max_chars=MAX_PINYIN, limit=pinyin_limit),
+        "pinyin": [(syllable_list, text) for syllable_list, text in
+                   pinyin_pairs(split, max_chars=MAX_PINYIN, limit=pinyin_limit) if text not in seen],
         "ner": [s for s in sentences if len(sentence_text(s)) <= MAX_NER],
         "continue": [s for s in sentences if CONTINUE_RANGE[0] <= len(sentence_text(s)) <= CONTINUE_RANGE[1]],
     }
