@@ -38,6 +38,8 @@ RECIPES: dict[str, list[str]] = {
     # 与 lm-gpt 参数量相当（约 127 万对 124 万）、读同样多的字：第 09 章比较两种结构用它
     "lm-lstm": ["--task", "lm", "--model", "lstm", "--epochs", "12", "--samples-per-epoch", "0", "--val-blocks", "0",
                 "--dropout", "0.1"],
+    # 从 lm-gpt 出发的指令微调（第 15 章）：必须排在 lm-gpt 之后，它读的是模型库里的 lm-gpt
+    "chat": ["--task", "sft", "--model", "gpt", "--train-per-type", "4000", "--epochs", "6", "--lr", "2e-3"],
 }
 SEED = 0
 

@@ -22,9 +22,13 @@ continue    《人民日报》的句子              续写这句话：前半句
 不会出现在两份里（测试里检查）。
 
 **词表外的字**：SFT 从参考语言模型 lm-gpt 出发，它的字表（约 3.3k 字，全角数字和字母）是定的。
-我们的决定：词表**只追加**三个特殊标记和拼音要用的 26 个小写字母与空格（:data:`NEW_TOKENS`，
-分词的答案也用空格隔开词）；其余不在字表里的字照旧变成 ``<unk>``。评论里的半角数字和标点先转成
-全角（:func:`to_model_text`，与语料的写法一致），这样"2小时"不会变成 ``<unk>``。
+我们的决定：词表**只追加**三个特殊标记、26 个小写字母与空格（:data:`NEW_TOKENS`，分词的答案也用
+空格隔开词），以及**每个不带声调的拼音音节各一个 token**（:func:`syllables`，约 420 个）：
+``"jin tian"`` 切成 ``["jin", " ", "tian"]``，不是 8 个字母。一个音节 token 的词向量从"读这个音的字"的
+词向量的平均开始（:func:`reading_groups`，见 ``task.build_chat_gpt``），模型一开始就知道 tian 和
+天、田、甜离得近；如果只给 26 个字母，模型要从几千条样本里自己学会"字母组合 -> 字"，实测学不会。
+不是音节的一串字母（例如 iphone）仍按字母切。其余不在字表里的字照旧变成 ``<unk>``。评论里的半角
+数字和标点先转成全角（:func:`to_model_text`，与语料的写法一致），这样"2小时"不会变成 ``<unk>``。
 """
 
 from __future__ import annotations
@@ -117,17 +121,53 @@ def render_chat(messages, add_generation_prompt: bool = False, plain: bool = Fal
 
 
 _SPECIAL = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+_LETTERS = re.compile("([a-z]+)")
+
+
+@lru_cache(maxsize=1)
+def syllables() -> frozenset[str]:
+    """所有不带声调的拼音音节（ü 写成 v，与 :func:`~aigc_lib.tasks.pinyin.data.to_pinyin` 相同）：
+    pypinyin 字典里 CJK 基本区每个字的每个读音。
+
+    >>> {"tian", "lv", "zhuang"} <= syllables(), "iphone" in syllables()
+    (True, False)
+    """
+    from pypinyin import Style, pinyin
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    chars = "".join(chr(code) for code in range(0x4E00, 0xA000) if code in pinyin_dict)
+    return frozenset(r for readings in pinyin(chars, style=Style.NORMAL, heteronym=True) for r in readings
+                     if r.isascii() and r.isalpha())
+
+
+def reading_groups(itos) -> dict[str, list[int]]:
+    """字表 ``itos`` 里每个汉字的编号按读音分组：``{"tian": [天的编号, 田的编号, ...], ...}``。
+    多音字在每个读音下都出现（"行"在 xing 和 hang 下）。音节 token 的初始词向量就是这一组的平均。"""
+    from pypinyin import Style, pinyin
+
+    groups: dict[str, list[int]] = {}
+    for index, token in enumerate(itos):
+        if len(token) == 1 and "\u4e00" <= token <= "\u9fff":
+            for reading in pinyin(token, style=Style.NORMAL, heteronym=True)[0]:
+                groups.setdefault(reading, []).append(index)
+    return groups
 
 
 def chat_tokens(text: str) -> list[str]:
-    """按字切分，但特殊标记各算一个 token。
+    """按字切分，但特殊标记各算一个 token，一个完整的拼音音节（前后不是字母）也算一个 token。
 
-    >>> chat_tokens("<|user|>你好<|end|>")
-    ['<|user|>', '你', '好', '<|end|>']
+    >>> chat_tokens("<|user|>你好 jin tian<|end|>")
+    ['<|user|>', '你', '好', ' ', 'jin', ' ', 'tian', '<|end|>']
+    >>> chat_tokens("ipad")                      # 不是音节：按字母切
+    ['i', 'p', 'a', 'd']
     """
     tokens = []
     for piece in _SPECIAL.split(text):
-        tokens.extend([piece] if piece in SPECIAL_TOKENS else list(piece))
+        if piece in SPECIAL_TOKENS:
+            tokens.append(piece)
+            continue
+        for run in _LETTERS.split(piece):
+            tokens.extend([run] if run in syllables() else list(run))
     return tokens
 
 
@@ -150,9 +190,13 @@ def parse_chat(text: str) -> list[tuple[str, str]]:
 
 
 def chat_vocab(base_itos) -> Vocab:
-    """lm-gpt 的字表后面追加 :data:`NEW_TOKENS` 里还没有的 token；原有的编号不变（预训练的词向量对得上）。"""
+    """lm-gpt 的字表后面追加 :data:`NEW_TOKENS` 和所有拼音音节（按字母序）里还没有的 token；
+    原有的编号不变（预训练的词向量对得上）。"""
     itos = list(base_itos)
-    return Vocab.from_itos(itos + [t for t in NEW_TOKENS if t not in set(itos)])
+    known = set(itos)
+    new = [t for t in NEW_TOKENS if t not in known]
+    new += [t for t in sorted(syllables()) if t not in known and t not in new]
+    return Vocab.from_itos(itos + new)
 
 
 def encode_conversation(messages, vocab: Vocab) -> tuple[list[int], list[int]]:

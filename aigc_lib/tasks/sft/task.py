@@ -5,9 +5,10 @@
     aigc evaluate runs/sft --split test --json                        # 每种指令的分数、基线、零样本 lm-gpt
     aigc chat runs/sft                                                # 在终端里对话
 
-模型：lm-gpt 的结构和权重，词表追加特殊标记等新 token（:data:`~.data.NEW_TOKENS`）。新 token 的
-词向量取**已有词向量的平均**再加一点噪声（N(0, 0.02²)，让它们彼此不同）：平均向量的输出 logit 与
-"一个普通的字"相当，刚开始训练时不会因为某个新 token 的概率奇大而产生很大的梯度。输出层与词向量
+模型：lm-gpt 的结构和权重，词表追加特殊标记、字母和拼音音节等新 token（:func:`~.data.chat_vocab`）。
+新 token 的词向量取**已有词向量的平均**再加一点噪声（N(0, 0.02²)，让它们彼此不同）：平均向量的输出
+logit 与"一个普通的字"相当，刚开始训练时不会因为某个新 token 的概率奇大而产生很大的梯度。拼音音节
+例外：取读这个音的字的词向量的平均（:func:`init_syllable_rows`）。输出层与词向量
 共用权重，所以输出层也一起扩大了。``--lora-rank R`` > 0 时冻结全部原有参数（包括词向量，新 token 的
 向量就停在初始值），只训练注意力和前馈层上的 LoRA 支路（:mod:`aigc_lib.models.lora`）。
 
@@ -29,7 +30,7 @@ from ...data.text import Vocab
 from ..base import ModelSpec, Task, TaskError, load_pretrained
 from ..sizes import Sizes, size
 from .data import (END, KINDS, chat_tokens, chat_vocab, conversations, encode_conversation, instruction_examples,
-                   render_chat, to_model_text)
+                   reading_groups, render_chat, syllables, to_model_text)
 from .scoring import METRICS, Baseline, score
 
 BASE_MODEL = "lm-gpt"  # 出发点：模型库里的参考字符 GPT
@@ -63,6 +64,20 @@ def extend_rows(weight: torch.Tensor, n_new: int, seed: int = 0) -> torch.Tensor
     return torch.cat([weight, new])  # (V + n_new, C)
 
 
+def init_syllable_rows(rows: torch.Tensor, base_itos, itos) -> int:
+    """把 ``rows``（扩大后的词向量矩阵，(len(itos), C)）里新加的拼音音节 token 的那一行，就地改成
+    读这个音的原有汉字的词向量的平均（:func:`~.data.reading_groups`）；返回改了几行。
+    字表里没有字读这个音的音节保持 :func:`extend_rows` 给的初值。"""
+    groups = reading_groups(base_itos)
+    changed = 0
+    for index in range(len(base_itos), len(itos)):
+        members = groups.get(itos[index])
+        if members and itos[index] in syllables() and len(itos[index]) > 1:
+            rows[index] = rows[members].mean(0)
+            changed += 1
+    return changed
+
+
 def build_chat_gpt(sizes: dict, artifacts: dict) -> LoRAGPT:
     """lm-gpt 的结构 + 扩大的词表 + （可选的）LoRA，装上 lm-gpt 的权重。"""
     base = _base().model
@@ -71,6 +86,7 @@ def build_chat_gpt(sizes: dict, artifacts: dict) -> LoRAGPT:
                     lora_dropout=sizes["lora_dropout"])
     state = dict(base.state_dict())
     rows = extend_rows(state["embedding.weight"].float(), len(artifacts["vocab"]) - base.config["vocab_size"])
+    init_syllable_rows(rows, artifacts["vocab"][: base.config["vocab_size"]], artifacts["vocab"])
     state["embedding.weight"] = rows
     if "head.weight" in state:
         state["head.weight"] = rows  # 输出层与词向量共用同一个矩阵
