@@ -1,0 +1,138 @@
+"""浅融合（shallow fusion）：拼音 -> 汉字解码时，把一个读过更多文字的语言模型的意见加进来。
+
+seq2seq 只在拼音小句上训练；字级 GPT（模型库的 ``lm-gpt``）读过整份《人民日报》训练集，更知道
+"什么字后面跟什么字"。束搜索里每个候选字 c 的得分改成::
+
+    log p_seq2seq(c | 拼音, 前面的字)  +  λ · log p_LM(c | 前面的字)
+
+λ（``weight``）在验证集上挑。两个模型各自训练、互不相干，融合只发生在解码时。再加一个**读音约束**
+（:func:`syllable_lexicon`）：第 t 个字只能是训练语料里写成过第 t 个音节的字。
+
+实现上只是给 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder` 包一层（:class:`FusionDecoder`），
+束搜索 :func:`~aigc_lib.generation.beam_search_batch` 一行不改：它先对 seq2seq 的 logits 取 log_softmax，
+再调用 ``mask_logits``，我们在那里加上 λ · log p_LM（不重新归一化，得分就是上面两项之和）。
+
+    lexicon = syllable_lexicon(train_pairs, tgt_vocab)
+    fused_convert(seq2seq, syllable_lists, src_vocab, tgt_vocab, lm=gpt.model, lm_vocab=gpt.vocab,
+                  weight=0.5, beam_size=4, lexicon=lexicon)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...data.text import Vocab
+from ...generation import beam_search_batch
+from ...models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer
+from .data import seq2seq_collate
+
+LM_CONTEXT = "，"  # 小句是在标点处切开的：给语言模型一个逗号当作"前文"，它就知道这是一个小句的开头
+
+
+def syllable_lexicon(pairs, tgt_vocab: Vocab) -> dict[str, list[int]]:
+    """平行语料 ``[(音节列表, 汉字串), ...]`` -> ``{音节: [写成过的字在目标字表里的编号, ...]}``（字表外的字不算）。
+
+    >>> vocab = Vocab.from_itos(["<pad>", "<unk>", "<bos>", "<eos>", "是", "市", "我"])
+    >>> syllable_lexicon([(["shi", "wo"], "是我"), (["shi"], "市")], vocab)
+    {'shi': [4, 5], 'wo': [6]}
+    """
+    lexicon: dict[str, set[int]] = {}
+    for syllables, text in pairs:
+        for syllable, char in zip(syllables, text):
+            if char in tgt_vocab:
+                lexicon.setdefault(syllable, set()).add(tgt_vocab[char])
+    return {syllable: sorted(ids) for syllable, ids in sorted(lexicon.items())}
+
+
+def allowed_mask(syllable_lists, lexicon: dict[str, list[int]], vocab_size: int) -> torch.Tensor:
+    """``(B, T, V)`` 布尔：第 b 句第 t 个字可以是哪些字。音节不在 ``lexicon`` 里时不限制；
+    句子结束以后的位置（那里要写 <eos>）也不限制。"""
+    T = max(len(s) for s in syllable_lists)
+    allowed = torch.ones(len(syllable_lists), T, vocab_size, dtype=torch.bool)
+    for b, syllables in enumerate(syllable_lists):
+        for t, syllable in enumerate(syllables):
+            if lexicon.get(syllable):
+                allowed[b, t] = False
+                allowed[b, t, lexicon[syllable]] = True
+    return allowed
+
+
+class FusionDecoder:
+    """逐步协议（``start`` / ``step`` / ``reorder`` / ``mask_logits`` / ``steps``）的一个包装：
+    内层是 seq2seq 的 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder`，旁边跟着一个字级语言模型。
+
+    ``tgt_to_lm`` (V_tgt,)：目标字表的每个编号在语言模型字表里的编号（字表外的字 -> LM 的 <unk>）。
+    <pad>、<bos>、<eos> 上语言模型不发表意见（加 0）。
+    """
+
+    def __init__(self, decoder: Seq2SeqDecoder, lm, tgt_to_lm: torch.Tensor, weight: float, context_id: int) -> None:
+        model = decoder.model
+        self.decoder, self.lm, self.weight = decoder, lm, weight
+        self.tgt_to_lm = tgt_to_lm.to(decoder.src.device)
+        self.neutral = torch.tensor([model.pad_id, model.bos_id, model.eos_id], device=decoder.src.device)
+        self.context_id = context_id
+
+    def steps(self, max_new_tokens=None) -> int:
+        return self.decoder.steps(max_new_tokens)
+
+    def _lm_log_probs(self) -> torch.Tensor:
+        tokens = self.lm_tokens[:, -self.lm.context_len:]
+        log_p = F.log_softmax(self.lm(tokens, last_only=True)[:, -1].float(), dim=-1)  # (N, V_lm)
+        log_p = log_p[:, self.tgt_to_lm]  # (N, V_tgt)：按目标字表的顺序排好
+        log_p[:, self.neutral] = 0.0
+        return log_p
+
+    def start(self) -> torch.Tensor:
+        logits = self.decoder.start()  # (B, V_tgt)
+        self.lm_tokens = torch.full((logits.size(0), 1), self.context_id, dtype=torch.long, device=logits.device)
+        self.lm_log_p = self._lm_log_probs()
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder.step(tokens)
+        self.lm_tokens = torch.cat([self.lm_tokens, self.tgt_to_lm[tokens][:, None]], dim=1)
+        self.lm_log_p = self._lm_log_probs()
+        return logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.decoder.reorder(index)
+        self.lm_tokens, self.lm_log_p = self.lm_tokens.index_select(0, index), self.lm_log_p.index_select(0, index)
+
+    def mask_logits(self, log_probs: torch.Tensor, step: int) -> torch.Tensor:
+        """``log_probs`` 是 seq2seq 的 log_softmax（束搜索传进来的）：加上 λ · log p_LM，再套上读音和长度约束。"""
+        return self.decoder.mask_logits(log_probs + self.weight * self.lm_log_p, step)
+
+
+@torch.inference_mode()
+def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, lm, lm_vocab: Vocab,
+                  weight: float = 0.5, beam_size: int = 4, lexicon: dict | None = None,
+                  batch_size: int = 128) -> list[str]:
+    """一批音节列表 -> 汉字串：束搜索 + 浅融合（+ 可选的读音约束），输出与输入等长，顺序与输入相同。
+
+    ``weight=0``、没有 ``lexicon`` 时就是普通的束搜索；``beam_size=1`` 时是贪心。
+    模型写出的 ``<unk>`` 与 :func:`~aigc_lib.tasks.pinyin.task.convert` 一样写成 ``□``。
+    """
+    from .task import UNKNOWN_CHAR
+
+    if weight < 0:
+        raise ValueError(f"weight（语言模型的权重 λ）不能是负数，收到 {weight}。")
+    model, lm = model.eval(), lm.eval()
+    device = next(model.parameters()).device
+    tgt_to_lm = torch.tensor([lm_vocab.stoi.get(token, lm_vocab.unk_id) for token in tgt_vocab.itos])
+    context_id = lm_vocab.stoi.get(LM_CONTEXT, lm_vocab.unk_id)
+    ids = [src_vocab.encode(s) for s in syllable_lists]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # 按长度分批，少补齐
+    results: list[str] = [""] * len(ids)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src, lengths, _, _ = seq2seq_collate([(ids[i], []) for i in chunk])
+        allowed = None if lexicon is None else allowed_mask([syllable_lists[i] for i in chunk], lexicon, len(tgt_vocab))
+        inner = Seq2SeqDecoder(model, src.to(device), lengths.to(device), target_lengths=lengths.to(device),
+                               allowed=None if allowed is None else allowed.to(device))
+        decoder = FusionDecoder(inner, lm, tgt_to_lm, weight, context_id)
+        found = beam_search_batch(decoder, beam_size, decoder.steps(), stop_ids=[model.eos_id])
+        for i, (out, _) in zip(chunk, found):
+            out = model._strip(out)  # 去掉 <eos>
+            results[i] = "".join(UNKNOWN_CHAR if t == tgt_vocab.unk_id else tgt_vocab.itos[t] for t in out)
+    return results
