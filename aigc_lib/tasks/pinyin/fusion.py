@@ -26,6 +26,7 @@ from ...data.text import Vocab
 from ...generation import beam_search_batch
 from ...models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer
 from .data import seq2seq_collate
+from .task import UNKNOWN_CHAR
 
 LM_CONTEXT = "，"  # 小句是在标点处切开的：给语言模型一个逗号当作"前文"，它就知道这是一个小句的开头
 
@@ -113,8 +114,6 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
     ``weight=0``、没有 ``lexicon`` 时就是普通的束搜索；``beam_size=1`` 时是贪心。
     模型写出的 ``<unk>`` 与 :func:`~aigc_lib.tasks.pinyin.task.convert` 一样写成 ``□``。
     """
-    from .task import UNKNOWN_CHAR
-
     if weight < 0:
         raise ValueError(f"weight（语言模型的权重 λ）不能是负数，收到 {weight}。")
     model, lm = model.eval(), lm.eval()
