@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from ...data.text import Vocab
 from ...generation import beam_search_batch
 from ...models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer
-from .data import seq2seq_collate
-from .task import UNKNOWN_CHAR
+from .task import decode_in_batches
 
 LM_CONTEXT = "，"  # 小句是在标点处切开的：给语言模型一个逗号当作"前文"，它就知道这是一个小句的开头
 
@@ -112,7 +111,7 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
     """一批音节列表 -> 汉字串：束搜索 + 浅融合（+ 可选的读音约束），输出与输入等长，顺序与输入相同。
 
     ``weight=0``、没有 ``lexicon`` 时就是普通的束搜索；``beam_size=1`` 时是贪心。
-    模型写出的 ``<unk>`` 与 :func:`~aigc_lib.tasks.pinyin.task.convert` 一样写成 ``□``。
+    分批、还原顺序和 ``<unk>`` 的写法与 :func:`~aigc_lib.tasks.pinyin.task.convert` 共用（:func:`decode_in_batches`）。
     """
     if weight < 0:
         raise ValueError(f"weight（语言模型的权重 λ）不能是负数，收到 {weight}。")
@@ -120,18 +119,12 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
     device = next(model.parameters()).device
     tgt_to_lm = torch.tensor([lm_vocab.stoi.get(token, lm_vocab.unk_id) for token in tgt_vocab.itos])
     context_id = lm_vocab.stoi.get(LM_CONTEXT, lm_vocab.unk_id)
-    ids = [src_vocab.encode(s) for s in syllable_lists]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # 按长度分批，少补齐
-    results: list[str] = [""] * len(ids)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        src, lengths, _, _ = seq2seq_collate([(ids[i], []) for i in chunk])
+
+    def decode(src, lengths, chunk):
         allowed = None if lexicon is None else allowed_mask([syllable_lists[i] for i in chunk], lexicon, len(tgt_vocab))
-        inner = Seq2SeqDecoder(model, src.to(device), lengths.to(device), target_lengths=lengths.to(device),
-                               allowed=None if allowed is None else allowed.to(device))
+        inner = Seq2SeqDecoder(model, src, lengths, target_lengths=lengths, allowed=allowed)  # 它把 allowed 搬到 src 的设备
         decoder = FusionDecoder(inner, lm, tgt_to_lm, weight, context_id)
         found = beam_search_batch(decoder, beam_size, decoder.steps(), stop_ids=[model.eos_id])
-        for i, (out, _) in zip(chunk, found):
-            out = model._strip(out)  # 去掉 <eos>
-            results[i] = "".join(UNKNOWN_CHAR if t == tgt_vocab.unk_id else tgt_vocab.itos[t] for t in out)
-    return results
+        return [model._strip(out) for out, _ in found]  # 去掉 <eos>
+
+    return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size)
