@@ -7,8 +7,9 @@
 
 每个参考模型就是学习者也能敲的一条 ``aigc train`` 命令（下面的 RECIPES），只是比章节里训练得久。
 训练完写 ``runs/reference/<名字>/train_provenance.json``（命令、git 提交、种子、用时、硬件），
-再调用 :func:`aigc_lib.zoo.export_run` 导出：权重存成 safetensors（float16），词表等存成 JSON，
-并在导出后的权重上重新评估 val / test，把指标写进来历文件 ``aigc_lib/zoo/<名字>.json``。
+再调用 :func:`aigc_lib.zoo.export_run` 导出：权重存成 safetensors（float16），词表等存成 JSON
+（拼音模型还在验证集上挑好浅融合的 λ，见 DECODING），并在导出后的权重上重新评估 val / test，
+把指标写进来历文件 ``aigc_lib/zoo/<名字>.json``。
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ RECIPES: dict[str, list[str]] = {
     "chat": ["--task", "sft", "--model", "gpt", "--train-per-type", "4000", "--epochs", "6", "--lr", "2e-3"],
 }
 SEED = 0
+
+
+def tune_pinyin(loaded) -> dict:
+    """拼音模型导出时挑浅融合的 λ（验证集前 1000 个小句，语言模型是模型库里的 lm-gpt：必须先导出 lm-gpt）。"""
+    from aigc_lib import pretrained
+    from aigc_lib.tasks.pinyin import tune_fusion
+
+    return tune_fusion(loaded.model, loaded.config, pretrained("lm-gpt"), "lm-gpt")
+
+
+# 导出时在验证集上挑好、写进 config 的解码设置（见 aigc_lib.zoo.export_run 的 decoding）
+DECODING = {"pinyin": tune_pinyin}
 
 
 def git_commit() -> str:
@@ -80,7 +93,7 @@ def export(name: str, out_root: Path) -> None:
     from aigc_lib.zoo import export_run
 
     provenance = json.loads((out_root / name / "train_provenance.json").read_text(encoding="utf-8"))
-    path = export_run(out_root / name, name, provenance)
+    path = export_run(out_root / name, name, provenance, decoding=DECODING.get(name))
     print(f"{name}：已导出到 {path}", flush=True)
 
 

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+from _cli import cli_env, run_aigc
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -23,14 +24,6 @@ TINY = ["--epochs", "1", "--train-limit", "300", "--max-tokens", "24", "--vocab-
         "--batch-size", "32", "--tokens", "char"]
 
 
-def _env():
-    env = dict(os.environ, AIGC_PROFILE="smoke", AIGC_PROGRESS="off", OMP_NUM_THREADS="1")
-    return env
-
-
-def _aigc(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "aigc_lib.cli", *args], capture_output=True, text=True,
-                          env=_env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +322,7 @@ def test_the_real_command_answers_bad_values_with_one_chinese_line_and_exit_2():
         (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--device", "cpu", "--amp", "fp16"], "bf16"),
         (["generate", "x", "--temperature", "nan"], "--temperature"),
     ):
-        result = _aigc(*args, timeout=120)
+        result = run_aigc(*args, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert expected in result.stderr and result.stdout == ""
@@ -440,11 +433,11 @@ def test_register_rejects_a_size_name_with_another_meaning():
 
 
 def test_help_is_chinese():
-    result = _aigc("--help")
+    result = run_aigc("--help")
     assert result.returncode == 0 and "训练" in result.stdout and "用法" in result.stdout
     assert "usage" not in result.stdout and "options" not in result.stdout
     for command in ("train", "evaluate", "predict", "generate", "course"):
-        sub = _aigc(command, "--help")
+        sub = run_aigc(command, "--help")
         assert sub.returncode == 0 and "显示帮助并退出" in sub.stdout and "用法：aigc " + command in sub.stdout
         assert "usage" not in sub.stdout and "options" not in sub.stdout and "positional" not in sub.stdout
 
@@ -460,13 +453,13 @@ def test_transformer_and_torchrun_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "transformer", "--out", str(out),
            "--d-model", "16", "--num-heads", "2", "--num-layers", "1", *TINY]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # 只有 rank 0 打印：每轮的小结、“完成”，进度条（写在 stderr）也只有一个进程画
     assert result.stdout.count("完成：") == 1 and result.stdout.count("第 1/1 轮") == 1, result.stdout
     summary = json.loads((out / "summary.json").read_text("utf-8"))
     assert summary["world_size"] == 2 and summary["model"] == "transformer"
-    evaluated = _aigc("evaluate", str(out), "--json")
+    evaluated = run_aigc("evaluate", str(out), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["model"] == "transformer"
 
@@ -528,7 +521,7 @@ def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_pa
         with pytest.raises(TaskError, match=f"另一个 aigc train（进程号 {holder.pid}）正在往"):
             with claim(tmp_path):
                 pass
-        result = _aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path), *TINY)
+        result = run_aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path), *TINY)
         assert result.returncode == 2 and f"进程号 {holder.pid}" in result.stderr
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     finally:
@@ -589,28 +582,28 @@ def _state(path):
 
 
 def test_a_run_stopped_by_sigterm_resumes_from_the_cli_to_the_same_weights(tmp_path):
-    whole = _aigc("train", *RESUME_RUN, "--out", str(tmp_path / "whole"))
+    whole = run_aigc("train", *RESUME_RUN, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     out = tmp_path / "stopped"
     script = tmp_path / "term_after_epoch.py"
     script.write_text(_TERM_AFTER_EPOCH, "utf-8")
     stopped = subprocess.run([sys.executable, str(script), "train", *RESUME_RUN, "--out", str(out)],
-                             capture_output=True, text=True, env=dict(_env(), TERM_AFTER_EPOCH="1"), timeout=240)
+                             capture_output=True, text=True, env=dict(cli_env(), TERM_AFTER_EPOCH="1"), timeout=240)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert stopped.stderr.strip().splitlines()[-1] == f"已中断，可用 aigc train --resume {out} 继续"
     assert "Traceback" not in stopped.stderr and "完成" not in stopped.stdout
     summary = json.loads((out / "summary.json").read_text("utf-8"))
     assert summary["interrupted"] is True and summary["epochs_run"] == 1
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
-    evaluated = _aigc("evaluate", str(out), "--json")  # 被打断的训练也能评估（读 best.pt）
+    evaluated = run_aigc("evaluate", str(out), "--json")  # 被打断的训练也能评估（读 best.pt）
     assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["model"] == "gru", evaluated.stderr
 
     # 同一条命令再跑一次不会悄悄从第 1 轮重来，而是指向 --resume
-    again = _aigc("train", *RESUME_RUN, "--out", str(out))
+    again = run_aigc("train", *RESUME_RUN, "--out", str(out))
     assert again.returncode == 2 and f"aigc train --resume {out}" in again.stderr
 
-    resumed = _aigc("train", "--resume", str(out), "--quiet")
+    resumed = run_aigc("train", "--resume", str(out), "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text("utf-8"))
     assert summary["interrupted"] is False and summary["epochs_run"] == 3
@@ -634,7 +627,7 @@ def test_resume_refuses_flags_that_the_run_already_fixes(extra, expected, tmp_pa
 
 
 def test_resume_refuses_a_directory_without_a_run_and_one_that_is_being_written(trained_run, tmp_path):
-    empty = _aigc("train", "--resume", str(tmp_path))
+    empty = run_aigc("train", "--resume", str(tmp_path))
     assert empty.returncode == 2 and f"{tmp_path} 里没有可以续训的训练" in empty.stderr
     assert "Traceback" not in empty.stderr and empty.stderr.count("\n") == 1
     import shutil
@@ -643,7 +636,7 @@ def test_resume_refuses_a_directory_without_a_run_and_one_that_is_being_written(
     shutil.copytree(trained_run, out)
     holder = _hold_lock(out)
     try:
-        busy = _aigc("train", "--resume", str(out))
+        busy = run_aigc("train", "--resume", str(out))
         assert busy.returncode == 2 and f"进程号 {holder.pid}" in busy.stderr, busy.stderr
     finally:
         holder.kill()
@@ -665,7 +658,7 @@ def _fails_cleanly(result, *expected, lines=1):
 def test_a_bogus_profile_is_one_chinese_line_and_debug_shows_the_traceback(tmp_path):
     argv = [sys.executable, "-m", "aigc_lib.cli", "train", "--task", "sentiment", "--model", "gru",
             "--out", str(tmp_path / "x")]
-    bogus = dict(_env(), AIGC_PROFILE="bogus")
+    bogus = dict(cli_env(), AIGC_PROFILE="bogus")
     bogus.pop("AIGC_DEBUG", None)
     result = subprocess.run(argv, capture_output=True, text=True, env=bogus, timeout=120)
     _fails_cleanly(result, "aigc train：错误：环境变量 AIGC_PROFILE='bogus' 无效：只能是 smoke | cpu | gpu")
@@ -677,7 +670,7 @@ def test_a_bogus_profile_is_one_chinese_line_and_debug_shows_the_traceback(tmp_p
 
 
 def test_nan_loss_names_the_step_and_suggests_flags_not_python_arguments(tmp_path):
-    result = _aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path / "nan"), "--quiet",
+    result = run_aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path / "nan"), "--quiet",
                    "--embed-dim", "16", "--hidden-dim", "16", *TINY, "--lr", "1e30")
     _fails_cleanly(result, "aigc train：错误：第 1 轮第 ", "的损失是 ", "训练已停止", "--lr", "--amp off", lines=2)
     assert "clip_grad_norm" not in result.stderr and "amp='off'" not in result.stderr
@@ -686,9 +679,9 @@ def test_nan_loss_names_the_step_and_suggests_flags_not_python_arguments(tmp_pat
 def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
     binary = tmp_path / "photo.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
-    _fails_cleanly(_aigc("predict", str(trained_run), "--file", str(binary)), f"文件 {binary} 看起来是二进制文件")
-    _fails_cleanly(_aigc("evaluate", str(trained_run / "history.json")), "是一个 JSON 文件，不是检查点")
-    assert "Python 对象" not in _aigc("evaluate", str(trained_run / "history.json")).stderr
+    _fails_cleanly(run_aigc("predict", str(trained_run), "--file", str(binary)), f"文件 {binary} 看起来是二进制文件")
+    _fails_cleanly(run_aigc("evaluate", str(trained_run / "history.json")), "是一个 JSON 文件，不是检查点")
+    assert "Python 对象" not in run_aigc("evaluate", str(trained_run / "history.json")).stderr
     weights = torch.load(trained_run / "best.pt", weights_only=True)["model"]
     largest = max(weights.values(), key=lambda t: t.numel()).numpy().tobytes()
 
@@ -700,7 +693,7 @@ def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
                          ("flipped.pt", flip_a_weight)):
         broken = tmp_path / name
         broken.write_bytes(damage((trained_run / "best.pt").read_bytes()))
-        _fails_cleanly(_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
+        _fails_cleanly(run_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
 
 
 def test_a_bug_prints_one_line_with_the_debug_hint_and_debug_raises(monkeypatch, capsys, trained_run):

@@ -2,6 +2,7 @@
 
 import itertools
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -99,7 +100,89 @@ def test_the_lexicon_is_obeyed_and_lengths_match():
         for syllables, text in zip(batch, outputs):
             assert len(text) == len(syllables)
             assert all(tgt_vocab[c] in lexicon[s] for s, c in zip(syllables, text))
+    model.train(), lm.train()  # 解码时切到 eval，结束后恢复调用者的模式
+    assert fused_convert(model, batch, src_vocab, tgt_vocab, lm, lm_vocab, weight=1.0, lexicon=lexicon) == outputs
+    assert model.training and lm.training
     mask = allowed_mask([["shi", "zzz"]], lexicon, len(tgt_vocab))
     assert mask[0, 0].sum() == 2 and bool(mask[0, 1].all())  # 不认识的音节不限制
     with pytest.raises(ValueError, match="不能是负数"):
         fused_convert(model, batch, src_vocab, tgt_vocab, lm, lm_vocab, weight=-1.0)
+
+
+# ---------------------------------------------------------------------------
+# config 里记着浅融合设置时（模型库的参考模型），评估和预测按它解码
+# ---------------------------------------------------------------------------
+
+
+def fake_zoo_lm(lm, lm_vocab, sha="abc"):
+    """模型库读回的语言模型只用到这三样：模型、词表、来历里权重的 sha256。"""
+    return SimpleNamespace(model=lm, vocab=lm_vocab, provenance={"weights": {"sha256": sha}})
+
+
+def tiny_config(src_vocab, tgt_vocab, decoding=None) -> dict:
+    config = {"task": "pinyin", "model": "seq2seq", "sizes": {"max_chars": 6, "train_limit": 0},
+              "artifacts": {"src_vocab": list(src_vocab.itos), "tgt_vocab": list(tgt_vocab.itos), "max_chars": 6}}
+    return config if decoding is None else {**config, "decoding": decoding}
+
+
+def test_predict_follows_the_decoding_recorded_in_the_config(monkeypatch):
+    from aigc_lib.tasks.pinyin import PinyinTask
+    from aigc_lib.tasks.pinyin import task as pinyin_task
+
+    model, lm, src_vocab, tgt_vocab, lm_vocab = tiny_models(0)
+    lexicon = syllable_lexicon([(["shi"], "市"), (["wo", "men"], "我门"), (["ai"], "爱")], tgt_vocab)
+    spec = {"lm": "tiny-lm", "lm_sha256": "abc", "lm_weight": 2.0, "beam_size": 3, "lexicon": lexicon}
+    asked = []
+    monkeypatch.setattr(pinyin_task, "load_pretrained", lambda name, device=None: asked.append(name) or
+                        fake_zoo_lm(lm, lm_vocab))
+    rng = random.Random(0)
+    batch = [[rng.choice(SYLLABLES) for _ in range(rng.randint(1, 5))] for _ in range(20)]
+    task, texts = PinyinTask(), [" ".join(s) for s in batch]
+
+    fused = [row["hanzi"] for row in task.predict(model, tiny_config(src_vocab, tgt_vocab, spec), texts, "cpu")]
+    assert fused == fused_convert(model, batch, src_vocab, tgt_vocab, lm, lm_vocab, weight=2.0, beam_size=3,
+                                  lexicon=lexicon)
+    assert asked and set(asked) == {"tiny-lm"}
+    plain = [row["hanzi"] for row in task.predict(model, tiny_config(src_vocab, tgt_vocab), texts, "cpu")]
+    assert plain == convert(model, batch, src_vocab, tgt_vocab)
+    assert plain != fused  # 读音表只允许"市""我""门""爱"：融合的输出不可能与贪心处处相同
+    assert task.decoding(tiny_config(src_vocab, tgt_vocab)) == {"decoding": "greedy"}
+    assert task.decoding(tiny_config(src_vocab, tgt_vocab, spec)) == {"decoding": "fusion", "lm": "tiny-lm",
+                                                                      "lm_weight": 2.0, "beam_size": 3}
+
+
+def test_a_different_language_model_than_the_one_tuned_with_is_a_clear_error(monkeypatch):
+    from aigc_lib.tasks import TaskError
+    from aigc_lib.tasks.pinyin import PinyinTask
+    from aigc_lib.tasks.pinyin import task as pinyin_task
+
+    model, lm, src_vocab, tgt_vocab, lm_vocab = tiny_models(0)
+    spec = {"lm": "tiny-lm", "lm_sha256": "abc", "lm_weight": 1.0, "beam_size": 2, "lexicon": {}}
+    monkeypatch.setattr(pinyin_task, "load_pretrained", lambda name, device=None: fake_zoo_lm(lm, lm_vocab, "def"))
+    with pytest.raises(TaskError, match="另一个版本的 tiny-lm.*train_reference.py --export-only --only pinyin"):
+        PinyinTask().predict(model, tiny_config(src_vocab, tgt_vocab, spec), ["shi wo"], "cpu")
+
+
+def test_tune_fusion_picks_the_best_weight_on_validation_clauses_only(monkeypatch):
+    from aigc_lib.tasks.pinyin import fusion
+
+    model, lm, src_vocab, tgt_vocab, lm_vocab = tiny_models(1)
+    rng = random.Random(3)
+    reading = {"是": "shi", "市": "shi", "我": "wo", "们": "men", "门": "men", "爱": "ai"}
+
+    def clauses(n):
+        texts = ["".join(rng.choice(CHARS) for _ in range(rng.randint(2, 5))) for _ in range(n)]
+        return [([reading[c] for c in t], t) for t in texts]
+
+    data = {"train": clauses(30), "val": clauses(40), "test": [(["ai"], "爱")] * 5}
+    seen = []
+    monkeypatch.setattr(fusion, "pinyin_pairs", lambda split, max_chars, limit=None: seen.append(split) or data[split])
+    weights = (0.0, 0.5, 2.0, 4.0)
+    spec = fusion.tune_fusion(model, tiny_config(src_vocab, tgt_vocab), fake_zoo_lm(lm, lm_vocab), "tiny-lm",
+                              weights=weights, beam_size=3, val_clauses=25)
+    assert sorted(seen) == ["train", "val"]  # 测试集一个字也不看
+    lexicon = syllable_lexicon(data["train"], tgt_vocab)
+    grid = fusion.fusion_grid(model, data["val"][:25], src_vocab, tgt_vocab, lm, lm_vocab, weights, 3, lexicon)
+    assert spec["val_grid"] == {str(w): acc for w, acc in grid.items()} and len(set(grid.values())) > 1
+    assert spec["lm_weight"] == max(grid, key=grid.get) and spec["lexicon"] == lexicon
+    assert (spec["lm"], spec["lm_sha256"], spec["beam_size"], spec["val_clauses"]) == ("tiny-lm", "abc", 3, 25)

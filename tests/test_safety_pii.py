@@ -2,11 +2,10 @@
 
 import random
 import re
-import subprocess
 import sys
-import os
 
 import pytest
+from _cli import run_aigc
 
 from aigc_lib.safety.pii import TAGS, Span, find_pii, id_check_code, is_valid_id_number, luhn_valid, mask_pii
 from aigc_lib.safety.pii_testset import make_pii_testset, pii_scores
@@ -128,12 +127,6 @@ def test_names_through_ner_model():
     assert masked == "电话 [手机号]，[姓名] 在[地名]工作。" and counts == {"phone": 1, "person": 1, "place": 1}
 
 
-def _aigc(*args, stdin=None):
-    env = dict(os.environ, AIGC_PROFILE="smoke", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "aigc_lib.cli", *args], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=120)
-
-
 def test_cli_mask_file_stdin_and_errors(tmp_path, capsys, monkeypatch):
     import io
 
@@ -142,7 +135,7 @@ def test_cli_mask_file_stdin_and_errors(tmp_path, capsys, monkeypatch):
     text = "手机 13812345678，邮箱 a.b@example.com。\n身份证 11010519491231002X，订单 110105194912310021\n"
     path = tmp_path / "gbk.txt"
     path.write_bytes(text.encode("gbk"))
-    done = _aigc("mask", str(path))  # 端到端：真的起一个 aigc 进程
+    done = run_aigc("mask", str(path))  # 端到端：真的起一个 aigc 进程
     assert done.returncode == 0, done.stderr
     assert done.stdout == mask_pii(text)[0]
     assert "手机号 1" in done.stderr and "身份证号 1" in done.stderr and "邮箱 1" in done.stderr and "共 3 处" in done.stderr

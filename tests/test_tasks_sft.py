@@ -1,7 +1,6 @@
 """指令微调任务 sft：对话模板、只在回答上算损失、划分不重叠、从 lm-gpt 出发、aigc chat 的边界情况。"""
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import time
 
 import pytest
+from _cli import cli_env, run_aigc
 import torch
 import torch.nn.functional as F
 
@@ -244,12 +244,6 @@ def test_scores_by_hand():
 # 命令行：训练、评估、对话（子进程；每个进程 1 个线程，2 核的机器上不互相抢）
 # ---------------------------------------------------------------------------
 
-ENV = {**os.environ, "AIGC_PROFILE": "smoke", "OMP_NUM_THREADS": "1"}
-
-
-def aigc(*args, stdin: str = "", timeout: int = 240):
-    return subprocess.run([sys.executable, "-m", "aigc_lib.cli", *args], input=stdin, capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +289,7 @@ def test_train_evaluate_and_one_answer(run_dir, capsys, monkeypatch):
 
 def test_chat_empty_line_long_message_and_end_of_input(run_dir):
     long_message = "很好" * 200
-    result = aigc("chat", str(run_dir), stdin=f"\n   \n{long_message}\n你好\n")
+    result = run_aigc("chat", str(run_dir), stdin=f"\n   \n{long_message}\n你好\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("空行不会发送") == 2
     assert "只保留前" in result.stderr and "400 个字" in result.stderr
@@ -306,7 +300,7 @@ def test_chat_empty_line_long_message_and_end_of_input(run_dir):
 
 def test_chat_ctrl_c_exits_cleanly(run_dir):
     process = subprocess.Popen([sys.executable, "-m", "aigc_lib.cli", "chat", str(run_dir)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     deadline = time.time() + 120
     line = ""
     while "开始对话" not in line and time.time() < deadline:  # 等它读完模型、开始等输入

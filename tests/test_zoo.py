@@ -7,11 +7,10 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _cli import run_aigc
 import torch
 
 from aigc_lib.core.checkpoint import CheckpointMismatchError
@@ -32,11 +31,6 @@ def close(metric: str, got: float, recorded: float) -> bool:
     return abs(got - recorded) <= 3e-3
 
 
-def aigc(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, AIGC_PROFILE="smoke", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "aigc_lib.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
 
 
 # ---------------------------------------------------------------------------
@@ -119,6 +113,26 @@ def test_export_stores_float16_once_per_shared_tensor_and_loads_the_same_model(t
     assert [r["val_loss"] for r in loaded.history.records] == pytest.approx([r["val_loss"] for r in run_history])
 
 
+def test_decoding_settings_chosen_at_export_are_stored_in_the_config_and_summarised(tiny_zoo, tmp_path):
+    """export_run(decoding=...)：设置在导出后的权重上挑（传进来的是读回的参考模型），写进文件头的 config；
+    来历里只记摘要（长表记项数）；重写文件头后校验和仍对得上。"""
+    given = []
+
+    def choose(loaded):
+        given.append(loaded)
+        return {"weight": 0.5, "table": {str(i): i for i in range(30)}}
+
+    training = {"command": "test", "git_commit": "test", "seed": 0, "wall_seconds": 1.0, "hardware": "test"}
+    export_run(tiny_zoo / "run", "tiny-decoding", training, models_dir=tmp_path, decoding=choose)
+    loaded = pretrained("tiny-decoding", device="cpu", models_dir=tmp_path)  # 校验和不对会在这里报错
+    assert loaded.config["decoding"] == {"weight": 0.5, "table": {str(i): i for i in range(30)}}
+    assert len(given) == 1 and "decoding" not in given[0].config
+    assert torch.equal(given[0].model.embedding.weight, loaded.model.embedding.weight)
+    record = provenance("tiny-decoding", tmp_path)
+    assert record["decoding"] == {"weight": 0.5, "table": "30 项（全文在权重文件的 config 里）"}
+    assert record["metrics"]["test"]["perplexity"] == pytest.approx(loaded.evaluate("test")["perplexity"], rel=1e-6)
+
+
 def copy_zoo(tiny_zoo, tmp_path) -> Path:
     models = tmp_path / "models"
     shutil.copytree(tiny_zoo / "models", models)
@@ -180,33 +194,33 @@ def test_tensors_that_do_not_fit_the_model_name_the_keys_and_shapes(tiny_zoo, tm
 
 
 def test_the_command_line_uses_the_zoo_without_training():
-    listing = aigc("pretrained", "list", "--json")
+    listing = run_aigc("pretrained", "list", "--json")
     assert listing.returncode == 0, listing.stderr
     rows = [json.loads(line) for line in listing.stdout.splitlines()]
     assert [r["name"] for r in rows] == EXPECTED
-    table = aigc("pretrained", "list")
+    table = run_aigc("pretrained", "list")
     assert table.returncode == 0 and all(name in table.stdout for name in EXPECTED)
 
-    evaluated = aigc("evaluate", "pretrained:pinyin", "--split", "test", "--limit", str(SLICE), "--json")
+    evaluated = run_aigc("evaluate", "pretrained:pinyin", "--split", "test", "--limit", str(SLICE), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     recorded = provenance("pinyin")["slice"]["metrics"]["char_accuracy"]
     assert close("char_accuracy", json.loads(evaluated.stdout)["char_accuracy"], recorded)
 
-    converted = aigc("predict", "pretrained:pinyin", "jin tian tian qi hen hao", "--json")
+    converted = run_aigc("predict", "pretrained:pinyin", "jin tian tian qi hen hao", "--json")
     assert converted.returncode == 0, converted.stderr
     assert len(json.loads(converted.stdout)["hanzi"]) == 6
 
-    written = aigc("generate", "pretrained:lm-gpt", "今天", "--max-new-tokens", "12", "--seed", "1")
+    written = run_aigc("generate", "pretrained:lm-gpt", "今天", "--max-new-tokens", "12", "--seed", "1")
     assert written.returncode == 0, written.stderr
     assert written.stdout.startswith("今天") and len(written.stdout.strip()) > 2
 
     prompt = "把拼音转成汉字：jin tian tian qi hen hao"
-    answered = aigc("chat", "pretrained:chat", "--prompt", prompt)
+    answered = run_aigc("chat", "pretrained:chat", "--prompt", prompt)
     assert answered.returncode == 0, answered.stderr
     chat = pretrained("chat", device="cpu")
     assert answered.stdout.strip() == chat.task.reply(chat.model, chat.config, [], prompt)[0]
 
-    missing = aigc("evaluate", "pretrained:nope")
+    missing = run_aigc("evaluate", "pretrained:nope")
     assert missing.returncode == 2 and "模型库里没有 'nope'" in missing.stderr and "Traceback" not in missing.stderr
-    wrong = aigc("pretrained", "show")
+    wrong = run_aigc("pretrained", "show")
     assert wrong.returncode == 2 and "只有 list" in wrong.stderr

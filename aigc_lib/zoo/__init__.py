@@ -32,6 +32,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -154,13 +155,16 @@ def load(run: str, device=None) -> tuple[Task, nn.Module, dict]:
 
 
 def catalog(models_dir: str | Path = MODELS_DIR) -> list[dict]:
-    """``aigc pretrained list`` 的表：每个参考模型一行（名字、任务、模型、参数量、文件大小、测试集指标、
-    训练轮数、用时和硬件）。"""
+    """``aigc pretrained list`` 的表：每个参考模型一行（名字、任务、模型及其解码方式、参数量、文件大小、
+    测试集指标、训练轮数、用时和硬件）。"""
     rows = []
     for name in names(models_dir):
         record = provenance(name, models_dir)
-        metric = record["metric"]
-        rows.append({"name": name, "task": record["task"], "model": record["model"],
+        metric, decoding = record["metric"], record.get("decoding")
+        model = record["model"]
+        if decoding:  # 导出时挑好的解码设置（拼音：束搜索 + 语言模型浅融合），表里的指标就是这样解码测的
+            model += f"（束搜索 {decoding['beam_size']} + {decoding['lm']} 浅融合 λ={decoding['lm_weight']}）"
+        rows.append({"name": name, "task": record["task"], "model": model,
                      "parameters": record["parameters"], "megabytes": round(record["weights"]["bytes"] / 2**20, 2),
                      "metric": metric, "test": record["metrics"]["test"][metric], "epochs": len(record["curve"]),
                      "train_minutes": round(record["training"]["wall_seconds"] / 60, 1),
@@ -222,14 +226,16 @@ def _read_weights(path: Path, record: dict) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str | Path = MODELS_DIR) -> Path:
+def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str | Path = MODELS_DIR,
+               decoding: Callable[[Pretrained], dict] | None = None) -> Path:
     """把 ``aigc train`` 的一次训练导出成模型库里的 ``名字.safetensors`` + ``名字.json``，返回权重文件的路径。
 
     ``training``：训练的来历（命令、git 提交、种子、用时、硬件），原样写进来历文件。
+    ``decoding``：可选，``decoding(读回的参考模型) -> 解码设置``，例如拼音模型在验证集上挑好的浅融合 λ
+    （:func:`~aigc_lib.tasks.pinyin.fusion.tune_fusion`）。设置写进 config（``config["decoding"]``），之后评估、
+    预测都按它解码；来历文件里记一份摘要。
     指标在**导出后**的权重（float16 存储）上重新测，所以来历里的数就是用户读到的模型的数。
     """
-    from safetensors.torch import save_file
-
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     task, model, config = load_run(run_dir, device="cpu")
@@ -243,24 +249,41 @@ def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str |
         seen[(value.data_ptr(), value.shape, value.stride())] = key
         tensors[key] = (value.half() if value.is_floating_point() else value).contiguous()
     weights = models_dir / f"{name}.safetensors"
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": name, "config": json.dumps(config, ensure_ascii=False),
-                                           "tied": json.dumps(tied)})
-    os.replace(tmp, weights)
-    weights.chmod(0o644)  # 与仓库里其他文件一样，人人可读
     history = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     record = {"name": name, "task": config["task"], "model": config["model"], "metric": task.metric,
               "parameters": sum(p.numel() for p in model.parameters()), "training": training,
-              "sizes": config["sizes"], "weights": {"sha256": _sha256(weights), "bytes": weights.stat().st_size,
-                                                    "dtype": "float16"},
-              "curve": [_curve_row(row) for row in history.get("records", [])]}
-    write_json(models_dir / f"{name}.json", record)  # 先写校验和，下面才能读回导出的权重
+              "sizes": config["sizes"], "curve": [_curve_row(row) for row in history.get("records", [])]}
+    _save_weights(weights, tensors, config, tied, record)  # 先写校验和，下面才能读回导出的权重
     loaded = pretrained(name, device="cpu", models_dir=models_dir)
+    if decoding is not None:  # 在导出后的权重上挑解码设置，写进 config 再存一次（张量不变，文件头变了）
+        config = {**config, "decoding": decoding(loaded)}
+        record["decoding"] = _summary(config["decoding"])
+        _save_weights(weights, tensors, config, tied, record)
+        loaded = pretrained(name, device="cpu", models_dir=models_dir)
     record["metrics"] = {split: loaded.evaluate(split) for split in ("val", "test")}
     limit = slice_limit(loaded.task)
     record["slice"] = {"split": "test", "limit": limit, "metrics": loaded.evaluate("test", limit=limit)}
     write_json(models_dir / f"{name}.json", record)
     return weights
+
+
+def _save_weights(weights: Path, tensors: dict, config: dict, tied: dict, record: dict) -> None:
+    """写 safetensors（config 放在文件头），再把它的 sha256 和字节数写进来历文件 ``record``。"""
+    from safetensors.torch import save_file
+
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": weights.stem,
+                                           "config": json.dumps(config, ensure_ascii=False), "tied": json.dumps(tied)})
+    os.replace(tmp, weights)
+    weights.chmod(0o644)  # 与仓库里其他文件一样，人人可读
+    record["weights"] = {"sha256": _sha256(weights), "bytes": weights.stat().st_size, "dtype": "float16"}
+    write_json(weights.with_suffix(".json"), record)
+
+
+def _summary(spec: dict, most: int = 20) -> dict:
+    """来历文件里的解码设置摘要：超过 ``most`` 项的表（例如拼音的读音表）只记项数，全文在权重文件的 config 里。"""
+    return {key: f"{len(value)} 项（全文在权重文件的 config 里）" if isinstance(value, (dict, list)) and len(value) > most
+            else value for key, value in spec.items()}
 
 
 def _curve_row(row: dict) -> dict:

@@ -15,6 +15,10 @@ seq2seq 只在拼音小句上训练；字级 GPT（模型库的 ``lm-gpt``）读
     lexicon = syllable_lexicon(train_pairs, tgt_vocab)
     fused_convert(seq2seq, syllable_lists, src_vocab, tgt_vocab, lm=gpt.model, lm_vocab=gpt.vocab,
                   weight=0.5, beam_size=4, lexicon=lexicon)
+
+模型库里的参考模型 ``pinyin`` 默认就这样解码：导出时 :func:`tune_fusion` 在验证集上挑好 λ，连同读音表一起记在
+它的 config 里（``config["decoding"]``），``aigc evaluate/predict pretrained:pinyin`` 和 ``pretrained("pinyin")``
+都按它解码。
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...core.runtime import eval_mode
 from ...data.text import Vocab
 from ...generation import beam_search_batch
 from ...models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer
-from .task import decode_in_batches
+from .data import char_accuracy, pinyin_pairs
+from .decoding import decode_in_batches
 
+FUSION_WEIGHTS = (0.0, 0.3, 0.5, 0.8, 1.0)  # λ 的候选值（0 = 不用语言模型的束搜索）
 LM_CONTEXT = "，"  # 小句是在标点处切开的：给语言模型一个逗号当作"前文"，它就知道这是一个小句的开头
 
 
@@ -111,11 +118,10 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
     """一批音节列表 -> 汉字串：束搜索 + 浅融合（+ 可选的读音约束），输出与输入等长，顺序与输入相同。
 
     ``weight=0``、没有 ``lexicon`` 时就是普通的束搜索；``beam_size=1`` 时是贪心。
-    分批、还原顺序和 ``<unk>`` 的写法与 :func:`~aigc_lib.tasks.pinyin.task.convert` 共用（:func:`decode_in_batches`）。
+    分批、还原顺序和 ``<unk>`` 的写法与 :func:`~aigc_lib.tasks.pinyin.decoding.convert` 共用（:func:`decode_in_batches`）。
     """
     if weight < 0:
         raise ValueError(f"weight（语言模型的权重 λ）不能是负数，收到 {weight}。")
-    model, lm = model.eval(), lm.eval()
     device = next(model.parameters()).device
     tgt_to_lm = torch.tensor([lm_vocab.stoi.get(token, lm_vocab.unk_id) for token in tgt_vocab.itos])
     context_id = lm_vocab.stoi.get(LM_CONTEXT, lm_vocab.unk_id)
@@ -127,4 +133,34 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
         found = beam_search_batch(decoder, beam_size, decoder.steps(), stop_ids=[model.eos_id])
         return [model._strip(out) for out, _ in found]  # 去掉 <eos>
 
-    return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size)
+    with eval_mode(model), eval_mode(lm):  # 解码时关掉 dropout，结束后两个模型恢复原来的 train/eval 状态
+        return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size)
+
+
+def fusion_grid(model: Seq2SeqTransformer, pairs, src_vocab: Vocab, tgt_vocab: Vocab, lm, lm_vocab: Vocab,
+                weights=FUSION_WEIGHTS, beam_size: int = 4, lexicon: dict | None = None) -> dict[float, float]:
+    """在 ``pairs``（验证集的小句）上逐个 λ 解码，返回 ``{λ: 字准确率}``：挑 λ 用，测试集一个字也不看。"""
+    references, syllable_lists = [text for _, text in pairs], [s for s, _ in pairs]
+    return {float(w): char_accuracy(references, fused_convert(model, syllable_lists, src_vocab, tgt_vocab, lm, lm_vocab,
+                                                              weight=w, beam_size=beam_size, lexicon=lexicon))
+            for w in weights}
+
+
+def tune_fusion(model: Seq2SeqTransformer, config: dict, lm, lm_name: str, weights=FUSION_WEIGHTS,
+                beam_size: int = 4, val_clauses: int = 1000) -> dict:
+    """给一个训练好的拼音模型挑浅融合的 λ，返回写进 ``config["decoding"]`` 的解码设置。
+
+    ``lm`` 是模型库里名叫 ``lm_name`` 的参考语言模型（:class:`~aigc_lib.zoo.Pretrained`）。读音表由模型自己的
+    训练小句建（与训练时同样的 ``max_chars``）；λ 在验证集前 ``val_clauses`` 个小句上挑（:func:`fusion_grid`）。
+    返回的字典里还记着这个语言模型权重的 sha256：以后语言模型换了，λ 就不再是挑过的那个，解码时会报错。
+    """
+    artifacts, sizes = config["artifacts"], config["sizes"]
+    max_chars = sizes["max_chars"]
+    src_vocab, tgt_vocab = Vocab.from_itos(artifacts["src_vocab"]), Vocab.from_itos(artifacts["tgt_vocab"])
+    train_pairs = pinyin_pairs("train", max_chars=max_chars, limit=sizes.get("train_limit") or None)
+    lexicon = syllable_lexicon(train_pairs, tgt_vocab)
+    tuning = pinyin_pairs("val", max_chars=max_chars)[:val_clauses]
+    grid = fusion_grid(model, tuning, src_vocab, tgt_vocab, lm.model, lm.vocab, weights, beam_size, lexicon)
+    return {"lm": lm_name, "lm_sha256": lm.provenance["weights"]["sha256"], "lm_weight": max(grid, key=grid.get),
+            "beam_size": beam_size, "val_clauses": len(tuning), "val_grid": {str(w): acc for w, acc in grid.items()},
+            "lexicon": lexicon}

@@ -2,7 +2,8 @@
 
 数据是同一文件夹 ``data.py`` 里的 :func:`~aigc_lib.tasks.pinyin.data.pinyin_pairs` 从《人民日报》小句生成的平行语料；模型是
 :class:`~aigc_lib.models.seq2seq.Seq2SeqTransformer`，批次 ``(src, src_lengths, tgt_in, tgt_out)``
-交给 ``fit``。评估和预测用贪心解码，输出长度固定为输入的音节数（一个音节一个字）。
+交给 ``fit``。评估和预测默认用贪心解码（``decoding.py``），输出长度固定为输入的音节数（一个音节一个字）；
+config 里记着浅融合的设置时（模型库的参考模型 ``pretrained:pinyin``），改用束搜索 + 语言模型（``fusion.py``）。
 
     aigc train --task pinyin --model seq2seq --out runs/pinyin
     aigc evaluate runs/pinyin --split test --json        # {"char_accuracy": ..., "bleu": ..., ...}
@@ -14,15 +15,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import torch
-
 from ...data.batching import make_loader
 from ...metrics import accuracy, bleu
 from ...models.seq2seq import Seq2SeqTransformer
 from ...data.text import Vocab
-from ..base import ModelSpec, Task, TaskError
+from ..base import ModelSpec, Task, TaskError, load_pretrained
 from ..sizes import Sizes, size
 from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
+from .decoding import convert
+from .fusion import fused_convert
 
 SPECIALS = ("<bos>", "<eos>")  # 两个词表都是 <pad>=0、<unk>=1、<bos>=2、<eos>=3
 
@@ -37,44 +38,6 @@ def build_vocabs(pairs, min_freq: int = 1, max_size: int | None = None) -> tuple
     src_vocab = Vocab([syllables for syllables, _ in pairs], specials=SPECIALS)
     tgt_vocab = Vocab([list(text) for _, text in pairs], min_freq=min_freq, max_size=max_size, specials=SPECIALS)
     return src_vocab, tgt_vocab
-
-
-UNKNOWN_CHAR = "□"  # 模型写出 <unk>（字表外的字）时的占位：占一个字的位置，输出才与输入的音节一一对齐
-
-
-def decode_in_batches(syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, decode, device,
-                      batch_size: int = 256) -> list[str]:
-    """分批解码的公共部分：音节列表 -> 汉字串，结果顺序与输入相同。
-
-    为了少补齐，先按长度排序再分批，最后还原顺序。每一批调用 ``decode(src (B, S), lengths (B,), chunk)``
-    （``chunk`` 是这批在 ``syllable_lists`` 里的下标），它返回每句的目标编号列表（不含 <bos>、<eos>）。
-    模型写出的 ``<unk>`` 变成一个 ``□``，而不是五个字符 "<unk>"：否则后面每个字都错位，字准确率和 BLEU 都会算错。
-    """
-    ids = [src_vocab.encode(s) for s in syllable_lists]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    results: list[str] = [""] * len(ids)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        src, lengths, _, _ = seq2seq_collate([(ids[i], []) for i in chunk])
-        for i, out in zip(chunk, decode(src.to(device), lengths.to(device), chunk)):
-            results[i] = "".join(UNKNOWN_CHAR if token_id == tgt_vocab.unk_id else token
-                                 for token_id, token in zip(out, tgt_vocab.decode(out)))
-    return results
-
-
-@torch.inference_mode()
-def convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, device=None,
-            beam_size: int = 1, batch_size: int = 256) -> list[str]:
-    """一批音节列表 -> 汉字串（贪心或束搜索，输出与输入等长）。结果顺序与输入相同；
-    分批和 ``<unk>`` 的写法见 :func:`decode_in_batches`。"""
-
-    def decode(src, lengths, chunk):
-        if beam_size == 1:
-            return model.greedy_decode(src, lengths, target_lengths=lengths)
-        return model.beam_search(src, lengths, beam_size=beam_size, target_lengths=lengths)
-
-    device = next(model.parameters()).device if device is None else device
-    return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size)
 
 
 @dataclass
@@ -136,13 +99,36 @@ class PinyinTask(Task):
         artifacts = config["artifacts"]
         return Vocab.from_itos(artifacts["src_vocab"]), Vocab.from_itos(artifacts["tgt_vocab"])
 
-    def evaluate(self, model, config, split, device, limit=None) -> dict:
+    @staticmethod
+    def decoding(config: dict) -> dict:
+        """怎样解码，写进评估结果：``{"decoding": "greedy"}``，或浅融合的 ``{"decoding": "fusion", "lm": ...,
+        "lm_weight": λ, "beam_size": ...}``（config 里有 ``decoding`` 时，例如模型库的参考模型，见 ``fusion.py``）。"""
+        spec = config.get("decoding")
+        if not spec:
+            return {"decoding": "greedy"}
+        return {"decoding": "fusion", "lm": spec["lm"], "lm_weight": spec["lm_weight"], "beam_size": spec["beam_size"]}
+
+    def _convert(self, model, config: dict, syllable_lists, device) -> list[str]:
+        """按 config 解码：默认贪心（:func:`convert`）；config 里记着浅融合的设置时用 :func:`fused_convert`。"""
         src_vocab, tgt_vocab = self._vocabs(config)
+        spec = config.get("decoding")
+        if not spec:
+            return convert(model, syllable_lists, src_vocab, tgt_vocab, device)
+        lm = load_pretrained(spec["lm"], device=device)
+        if lm.provenance["weights"]["sha256"] != spec["lm_sha256"]:
+            raise TaskError(f"这个拼音模型的浅融合 λ={spec['lm_weight']} 是和另一个版本的 {spec['lm']} 一起在验证集上挑的"
+                            f"（sha256 {spec['lm_sha256'][:12]}…），现在模型库里的 {spec['lm']} 是 "
+                            f"{lm.provenance['weights']['sha256'][:12]}…。请重新导出拼音模型："
+                            "python benchmarks/train_reference.py --export-only --only pinyin")
+        return fused_convert(model, syllable_lists, src_vocab, tgt_vocab, lm.model, lm.vocab, weight=spec["lm_weight"],
+                             beam_size=spec["beam_size"], lexicon=spec["lexicon"])
+
+    def evaluate(self, model, config, split, device, limit=None) -> dict:
         pairs = self._pairs(split, config["sizes"], limit or 0)
         references = [text for _, text in pairs]
-        hypotheses = convert(model, [s for s, _ in pairs], src_vocab, tgt_vocab, device)
+        hypotheses = self._convert(model, config, [s for s, _ in pairs], device)
         return {"task": self.name, "model": config["model"], "split": split, "n": len(pairs),
-                "decoding": "greedy", "char_accuracy": char_accuracy(references, hypotheses),
+                **self.decoding(config), "char_accuracy": char_accuracy(references, hypotheses),
                 "bleu": bleu(references, hypotheses, tokenize="char"),
                 "sentence_accuracy": sum(r == h for r, h in zip(references, hypotheses)) / max(len(pairs), 1)}
 
@@ -150,7 +136,7 @@ class PinyinTask(Task):
         return f"{row['hanzi']}\t{row['pinyin']}"
 
     def predict(self, model, config, inputs, device) -> list[dict]:
-        src_vocab, tgt_vocab = self._vocabs(config)
+        src_vocab = self._vocabs(config)[0]
         max_syllables = model.context_len - 1  # 还要留一个位置给 <eos>
         syllable_lists = []
         for text in inputs:
@@ -163,6 +149,6 @@ class PinyinTask(Task):
             if len(syllables) > max_syllables:
                 raise TaskError(f"一次最多 {max_syllables} 个音节，收到 {len(syllables)} 个：请在标点处断开，分成几句输入。")
             syllable_lists.append(syllables)
-        outputs = convert(model, syllable_lists, src_vocab, tgt_vocab, device)
+        outputs = self._convert(model, config, syllable_lists, device)
         return [{"pinyin": " ".join(s), "hanzi": out, "unknown_syllables": [x for x in s if x not in src_vocab]}
                 for s, out in zip(syllable_lists, outputs)]
