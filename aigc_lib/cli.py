@@ -398,38 +398,21 @@ def _generate(args) -> int:
     task, model, config = load(args.run, device=args.device)
     if not hasattr(task, "generate"):
         raise TaskError(f"任务 {task.name} 不能生成文本；aigc generate 只用于 aigc train --task lm 训练的模型。")
+    watermark = None
     if args.watermark is not None:
-        print(args.prompt + _generate_watermarked(model, config, args))
-        return 0
+        from .safety.watermark import Watermark
+
+        try:
+            watermark = Watermark(args.watermark, gamma=args.watermark_gamma, delta=args.watermark_delta)
+        except ValueError as error:
+            raise TaskError(str(error)) from None
     options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
                "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "beam": args.beam,
                "length_penalty": args.length_penalty, "stop": args.stop, "seed": args.seed,
-               "use_cache": not args.no_cache}
+               "use_cache": not args.no_cache, "watermark": watermark}
     print(args.prompt + task.generate(model, config, args.prompt, options))
     return 0
-
-
-def _generate_watermarked(model, config, args) -> str:
-    """带水印的续写：直接调用 generation.generate（lm 任务的 generate 还不认识 watermark 选项），
-    空提示、停止符的处理与 lm 任务相同。"""
-    from .data.text import Vocab
-    from .generation import generate
-    from .safety.watermark import Watermark
-    from .tasks import TaskError
-
-    if args.beam is not None:
-        raise TaskError("--watermark 不能和 --beam 一起用：水印改的是每一步的概率，要用采样（默认）或 --greedy。")
-    vocab = Vocab.from_itos(config["artifacts"]["vocab"])
-    try:
-        watermark = Watermark(args.watermark, gamma=args.watermark_gamma, delta=args.watermark_delta)
-        return generate(model, args.prompt, args.max_new_tokens, vocab=vocab,
-                        strategy="greedy" if args.greedy else "sample", temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                        stop_tokens=[args.stop] if args.stop else (), seed=args.seed, use_cache=not args.no_cache,
-                        bos_id=vocab[config["artifacts"]["separator"]], watermark=watermark)
-    except ValueError as error:
-        raise TaskError(str(error)) from None
 
 
 def _mask(args) -> int:

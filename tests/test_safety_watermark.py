@@ -132,6 +132,8 @@ def test_cli_generate_with_watermark_then_detect(tmp_path, capsys):
     wrong = json.loads(capsys.readouterr().out)
     assert right["watermarked"] and right["p_value"] < 1e-6 and not wrong["watermarked"]
     gpt = pretrained("lm-gpt")  # CLI 的数与库函数一致
+    assert out.read_text(encoding="utf-8") == "今天" + gpt.generate("今天", max_new_tokens=150, seed=3,
+                                                                   watermark=Watermark("课程")) + "\n"
     expected = detect_watermark(gpt.vocab.encode(list(out.read_text(encoding="utf-8").rstrip("\n"))), len(gpt.vocab),
                                 Watermark("课程"))
     assert right["z"] == pytest.approx(expected.z) and right["green"] == expected.green
@@ -141,3 +143,17 @@ def test_cli_generate_with_watermark_then_detect(tmp_path, capsys):
     assert "--beam" in capsys.readouterr().err
     assert main(["detect", "k", str(out), "--model", "pretrained:ner"]) == 2
     assert "不是语言模型" in capsys.readouterr().err
+
+
+def test_pretrained_generate_takes_a_watermark(gpt):
+    """Python 里也一样：pretrained("lm-gpt").generate(..., watermark=Watermark(密钥))；不加水印的文本检测不出来。"""
+    from aigc_lib.tasks import TaskError
+
+    wm = Watermark("课程")
+    marked = gpt.generate("今天", max_new_tokens=150, seed=3, watermark=wm)
+    plain = gpt.generate("今天", max_new_tokens=150, seed=3)
+    assert marked != plain and gpt.generate("今天", max_new_tokens=150, seed=3, watermark=None) == plain
+    assert detect_watermark(gpt.vocab.encode(list(marked)), len(gpt.vocab), wm).watermarked
+    assert not detect_watermark(gpt.vocab.encode(list(plain)), len(gpt.vocab), wm).watermarked
+    with pytest.raises(TaskError, match="--beam"):
+        gpt.generate("今天", beam=2, watermark=wm)

@@ -254,7 +254,8 @@ class LanguageModelTask(Task):
 
         options：max_new_tokens、strategy（sample / greedy）、temperature、top_k、top_p、
         repetition_penalty、beam（给了就用束搜索的束宽）、length_penalty、stop（字符串，其中每个字都是停止符）、
-        seed、use_cache。空提示从换行符开始，即写一句新的话。
+        seed、use_cache、watermark（一个 :class:`~aigc_lib.safety.watermark.Watermark`，加绿名单水印，第 16 章；
+        只用于按字的模型、采样或贪心）。空提示从换行符开始，即写一句新的话。
 
         BPE 模型：提示先用 BPE 编码，生成的是词元（max_new_tokens 数的是词元），最后解码成文本；
         含停止符的词元都是停止词元，解码后在第一个停止符之后截断。结尾的词元可能只是半个汉字，显示成 ``�``。
@@ -262,6 +263,12 @@ class LanguageModelTask(Task):
         artifacts = config["artifacts"]
         stop = options.get("stop") or ""
         common = dict(use_cache=options.get("use_cache", True))
+        if options.get("watermark") is not None:
+            if options.get("beam") is not None:
+                raise TaskError("水印（--watermark）不能和束搜索（--beam）一起用：水印改的是每一步的概率，要用采样（默认）或贪心。")
+            if artifacts.get("tokens", "char") == "bpe":
+                raise TaskError("水印目前只用于按字的语言模型（检测时按字编码）；这个模型用的是 BPE 词元。")
+            common["watermark"] = options["watermark"]
         if artifacts.get("tokens", "char") == "bpe":
             bpe = tokenizer_of(artifacts)
             stops = [i for i in range(len(bpe)) if any(ch in bpe.token_bytes(i).decode("utf-8", "ignore") for ch in stop)]
