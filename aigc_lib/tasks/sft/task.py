@@ -45,7 +45,9 @@ class SFTSizes(Sizes):
     multi_turn: float = size("拼成多轮对话的比例（其余是一问一答）", 0.3, at_least=0, below=1)
     epochs: int = size("训练轮数", smoke=1, cpu=3, gpu=5, at_least=1)
     batch_size: int = size("每批样本数", smoke=8, cpu=32, gpu=64, at_least=1)
-    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）", smoke=1e-3, cpu=1e-3, gpu=5e-4, above=0)
+    # 默认值是给全量微调的；LoRA 只训练很少的参数，B 又从 0 出发，要大几倍才学得动（第 15 章用 5e-3）
+    lr: float = size("峰值学习率（AdamW，先预热再余弦衰减）；用 --lora-rank 时通常要大几倍，例如 5e-3（第 15 章）",
+                     smoke=1e-3, cpu=1e-3, gpu=5e-4, above=0)
     dropout: float = size("dropout 比例", 0.1, at_least=0, below=1)
     lora_rank: int = size("LoRA 的秩（0 = 全量微调，所有参数都训练）", 0, at_least=0)
     lora_alpha: float = size("LoRA 的缩放分子 alpha（支路乘以 alpha / rank）", 16.0, above=0)
