@@ -33,9 +33,7 @@ RECIPES: dict[str, list[str]] = {
     "segment": ["--task", "segment", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192",
                 "--dropout", "0.2"],
     "pos": ["--task", "pos", "--model", "bilstm-crf", "--epochs", "6", "--hidden-dim", "192", "--dropout", "0.2"],
-    # --pieces：长小句、夹着数字字母的小句切出的纯汉字片段也拿来训练（多读约四成的字；验证、测试集不变）
-    "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "16", "--num-layers", "4", "--dropout", "0.1",
-               "--pieces"],
+    "pinyin": ["--task", "pinyin", "--model", "seq2seq", "--epochs", "16", "--num-layers", "4", "--dropout", "0.1"],
     "ner": ["--task", "ner", "--model", "bilstm-crf", "--epochs", "12", "--hidden-dim", "192", "--dropout", "0.2"],
     "sentiment-gru": ["--task", "sentiment", "--model", "gru", "--epochs", "10", "--vocab-size", "12000"],
     # 与 lm-gpt 参数量相当（约 127 万对 124 万）、读同样多的字：第 09 章比较两种结构用它

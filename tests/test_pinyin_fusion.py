@@ -177,7 +177,6 @@ def test_tune_fusion_picks_the_best_weight_on_validation_clauses_only(monkeypatc
     data = {"train": clauses(30), "val": clauses(40), "test": [(["ai"], "爱")] * 5}
     seen = []
     monkeypatch.setattr(fusion, "pinyin_pairs", lambda split, max_chars, limit=None: seen.append(split) or data[split])
-    monkeypatch.setattr(fusion, "training_pairs", lambda sizes: seen.append("train") or data["train"])
     weights = (0.0, 0.5, 2.0, 4.0)
     spec = fusion.tune_fusion(model, tiny_config(src_vocab, tgt_vocab), fake_zoo_lm(lm, lm_vocab), "tiny-lm",
                               weights=weights, beam_size=3, val_clauses=25)

@@ -16,16 +16,12 @@ from aigc_lib.tasks.pinyin.baselines import BigramHMM, MostFrequentChar
 from aigc_lib.tasks.pinyin.data import (
     char_accuracy,
     clause_pairs,
-    clause_pieces,
-    clause_texts,
     is_chinese,
     parse_pinyin,
-    piece_pairs,
     pinyin_pairs,
     seq2seq_collate,
     split_clauses,
     to_pinyin,
-    training_pairs,
 )
 
 # ---------------------------------------------------------------------------
@@ -91,44 +87,6 @@ def test_splits_share_no_clause_and_hold_no_repeats():
     assert len(raw_test & train_all) > 500  # 不去重时两边共有的小句（新闻套话）很多：这个测试能失败
     assert not train_all & set(splits["val"]) and not train_all & set(splits["test"])
     assert not set(splits["val"]) & set(splits["test"])
-
-
-def test_clause_pieces_are_greedy_runs_of_chinese_words():
-    """性质对照：片段全是汉字、不超过 max_chars；按顺序拼起来正好是能用的词（纯汉字、不比 max_chars 长）；
-    不跨过用不上的词（数字字母、太长的词）；同一段里相邻两片，后一片的第一个词放不进前一片（贪心）。"""
-    g = random.Random(2)
-    for _ in range(300):
-        words = [w for w, tag in random_sentence(g) if tag != "w"] + [g.choice(["中华人民共和国", "长"])]
-        hi = g.randint(1, 8)
-        pieces = clause_pieces(words, hi)
-        usable = lambda w: is_chinese(w) and len(w) <= hi  # noqa: E731
-        assert [w for piece in pieces for w in piece] == [w for w in words if usable(w)]
-        assert all(is_chinese("".join(p)) and 1 <= len("".join(p)) <= hi for p in pieces)
-        run, runs = 0, []  # 每个能用的词属于哪一段：遇到用不上的词就换下一段
-        for w in words:
-            run += not usable(w)
-            if usable(w):
-                runs.append(run)
-        runs = iter(runs)
-        piece_runs = [{next(runs) for _ in piece} for piece in pieces]
-        assert all(len(r) == 1 for r in piece_runs)  # 一片不跨两段
-        for a, b, ra, rb in zip(pieces, pieces[1:], piece_runs, piece_runs[1:]):
-            if ra == rb:
-                assert len("".join(a)) + len(b[0]) > hi
-
-
-def test_piece_pairs_add_text_without_touching_any_clause_of_the_splits():
-    pieces = piece_pairs()
-    assert len(pieces) > 20000
-    for syllables, text in pieces:
-        assert 2 <= len(text) <= 20 and is_chinese(text) and len(syllables) == len(text)
-    texts = [t for _, t in pieces]
-    assert len(set(texts)) == len(texts)
-    taken = {t for _, t in pinyin_pairs("train")}
-    assert not set(texts) & taken and not set(texts) & (clause_texts("val") | clause_texts("test"))
-    base = training_pairs({"max_chars": 20, "train_limit": 0})
-    assert [t for _, t in base] == [t for _, t in pinyin_pairs("train")]
-    assert training_pairs({"max_chars": 20, "train_limit": 0, "pieces": True}) == base + pieces
 
 
 def test_seq2seq_collate_shifts_targets_and_pads():

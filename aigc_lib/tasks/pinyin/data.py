@@ -156,56 +156,6 @@ def pinyin_pairs(split: str = "train", min_chars: int = 2, max_chars: int = 20, 
     return [(list(s), t) for s, t in _cached_pairs(split, min_chars, max_chars, limit or None, key)]
 
 
-def clause_pieces(words: Sequence[str], max_chars: int) -> list[list[str]]:
-    """一个小句的词列表 -> 纯汉字的片段：在非汉字的词（数字、字母）处断开，再按词把每段切成不超过
-    ``max_chars`` 个字（一个词不拆开；比 ``max_chars`` 还长的词丢掉）。
-
-    >>> clause_pieces(["１９９８年", "我们", "热烈", "欢迎", "ＡＰＥＣ", "会议"], 4)
-    [['我们', '热烈'], ['欢迎'], ['会议']]
-    """
-    pieces, current, length = [], [], 0
-    for word in list(words) + [""]:  # 末尾的空串让最后一段也收进来
-        if not is_chinese(word) or length + len(word) > max_chars:
-            if current:
-                pieces.append(current)
-            current, length = [], 0
-        if is_chinese(word) and len(word) <= max_chars:
-            current.append(word)
-            length += len(word)
-    return pieces
-
-
-@lru_cache(maxsize=4)
-def _cached_piece_pairs(min_chars: int, max_chars: int, path: str | None):
-    taken = {t for _, t in _cached_pairs("train", min_chars, max_chars, None, path)}
-    exclude = taken | clause_texts("val", path) | clause_texts("test", path)
-    pieces = ([piece] for sentence in load_peoples_daily("train", path=path) for words in split_clauses(sentence)
-              if not (len("".join(words)) <= max_chars and is_chinese("".join(words)))
-              for piece in clause_pieces(words, max_chars))
-    # 每个片段当作一句只有一个小句的"句子"交给 clause_pairs：同样的注音、长度和去重规则
-    pairs = clause_pairs(([(w, "n") for w in piece[0]] for piece in pieces), min_chars, max_chars, unique=True,
-                         exclude=exclude)
-    return tuple((tuple(s), t) for s, t in pairs)
-
-
-def piece_pairs(min_chars: int = 2, max_chars: int = 20, path: str | Path | None = None) -> list[tuple[list[str], str]]:
-    """训练集里 :func:`pinyin_pairs` 用不上的文字，也做成 ``(音节列表, 汉字串)`` 对：超过 ``max_chars`` 的小句、
-    夹着数字或字母的小句，按 :func:`clause_pieces` 切成纯汉字片段（按词注音，规则同上）。
-
-    只取训练集；与训练集已有的小句、验证集和测试集的任何一个小句都不重复（测试集仍然没有训练里见过的小句）。
-    ``aigc train --task pinyin --pieces`` 把它们加进训练数据：读的字多了约四成，模型的训练集不止于短的纯汉字小句。
-    """
-    key = None if path is None else str(Path(path).resolve())
-    return [(list(s), t) for s, t in _cached_piece_pairs(min_chars, max_chars, key)]
-
-
-def training_pairs(sizes: dict) -> list[tuple[list[str], str]]:
-    """``aigc train --task pinyin`` 的训练对：前 ``train_limit`` 个训练小句（0 表示全部），``pieces`` 为真时
-    再加上 :func:`piece_pairs`。建词表、读音表（浅融合）都用它，保证与模型读过的数据一致。"""
-    pairs = pinyin_pairs("train", max_chars=sizes["max_chars"], limit=sizes.get("train_limit") or None)
-    return pairs + piece_pairs(max_chars=sizes["max_chars"]) if sizes.get("pieces") else pairs
-
-
 # ---------------------------------------------------------------------------
 # 评价
 # ---------------------------------------------------------------------------

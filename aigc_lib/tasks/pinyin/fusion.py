@@ -30,7 +30,7 @@ from ...core.runtime import eval_mode
 from ...data.text import Vocab
 from ...generation import beam_search_batch
 from ...models.seq2seq import Seq2SeqDecoder, Seq2SeqTransformer
-from .data import char_accuracy, pinyin_pairs, training_pairs
+from .data import char_accuracy, pinyin_pairs
 from .decoding import decode_in_batches
 
 FUSION_WEIGHTS = (0.0, 0.3, 0.5, 0.8, 1.0)  # λ 的候选值（0 = 不用语言模型的束搜索）
@@ -151,13 +151,15 @@ def tune_fusion(model: Seq2SeqTransformer, config: dict, lm, lm_name: str, weigh
     """给一个训练好的拼音模型挑浅融合的 λ，返回写进 ``config["decoding"]`` 的解码设置。
 
     ``lm`` 是模型库里名叫 ``lm_name`` 的参考语言模型（:class:`~aigc_lib.zoo.Pretrained`）。读音表由模型自己的
-    训练数据建（:func:`~aigc_lib.tasks.pinyin.data.training_pairs`，与训练时相同）；λ 在验证集前 ``val_clauses`` 个小句上挑（:func:`fusion_grid`）。
+    训练小句建（与训练时同样的 ``max_chars``）；λ 在验证集前 ``val_clauses`` 个小句上挑（:func:`fusion_grid`）。
     返回的字典里还记着这个语言模型权重的 sha256：以后语言模型换了，λ 就不再是挑过的那个，解码时会报错。
     """
     artifacts, sizes = config["artifacts"], config["sizes"]
+    max_chars = sizes["max_chars"]
     src_vocab, tgt_vocab = Vocab.from_itos(artifacts["src_vocab"]), Vocab.from_itos(artifacts["tgt_vocab"])
-    lexicon = syllable_lexicon(training_pairs(sizes), tgt_vocab)
-    tuning = pinyin_pairs("val", max_chars=sizes["max_chars"])[:val_clauses]
+    train_pairs = pinyin_pairs("train", max_chars=max_chars, limit=sizes.get("train_limit") or None)
+    lexicon = syllable_lexicon(train_pairs, tgt_vocab)
+    tuning = pinyin_pairs("val", max_chars=max_chars)[:val_clauses]
     grid = fusion_grid(model, tuning, src_vocab, tgt_vocab, lm.model, lm.vocab, weights, beam_size, lexicon)
     return {"lm": lm_name, "lm_sha256": lm.provenance["weights"]["sha256"], "lm_weight": max(grid, key=grid.get),
             "beam_size": beam_size, "val_clauses": len(tuning), "val_grid": {str(w): acc for w, acc in grid.items()},

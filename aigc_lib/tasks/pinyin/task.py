@@ -21,7 +21,7 @@ from ...models.seq2seq import Seq2SeqTransformer
 from ...data.text import Vocab
 from ..base import ModelSpec, Task, TaskError, load_pretrained
 from ..sizes import Sizes, size
-from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate, training_pairs
+from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
 from .decoding import convert
 from .fusion import fused_convert
 
@@ -56,7 +56,6 @@ class PinyinSizes(Sizes):
     num_decoder_layers: int = size("解码器层数", smoke=1, cpu=1, gpu=2, at_least=1)
     dropout: float = size("dropout 比例", smoke=0.0, cpu=0.0, gpu=0.1, at_least=0, below=1)
     aligned: bool = size("输出与输入逐位对齐（见 Seq2SeqTransformer 的 aligned；--no-aligned 关闭）", True)
-    pieces: bool = size("训练时再加上长小句、夹着数字字母的小句切出的纯汉字片段（多读约四成的字，见 piece_pairs）", False)
 
 
 def build_seq2seq(sizes: dict, artifacts: dict) -> Seq2SeqTransformer:
@@ -80,7 +79,7 @@ class PinyinTask(Task):
         return pinyin_pairs(split, max_chars=sizes["max_chars"], limit=limit or None)
 
     def prepare(self, sizes: dict):
-        train_pairs = training_pairs(sizes)
+        train_pairs = self._pairs("train", sizes, sizes["train_limit"])
         src_vocab, tgt_vocab = build_vocabs(train_pairs, min_freq=sizes["min_freq"])
         collate = functools.partial(seq2seq_collate, bos_id=tgt_vocab["<bos>"], eos_id=tgt_vocab["<eos>"])
         train = encode_pairs(train_pairs, src_vocab, tgt_vocab)
