@@ -186,3 +186,20 @@ def test_tune_fusion_picks_the_best_weight_on_validation_clauses_only(monkeypatc
     assert spec["val_grid"] == {str(w): acc for w, acc in grid.items()} and len(set(grid.values())) > 1
     assert spec["lm_weight"] == max(grid, key=grid.get) and spec["lexicon"] == lexicon
     assert (spec["lm"], spec["lm_sha256"], spec["beam_size"], spec["val_clauses"]) == ("tiny-lm", "abc", 3, 25)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_decoding_shows_a_progress_bar_only_in_a_terminal(monkeypatch, terminal):
+    import io
+    import sys
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return terminal
+
+    monkeypatch.setenv("AIGC_PROGRESS", "text")
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    model, _, src_vocab, tgt_vocab, _ = tiny_models(0)
+    batch = [["shi", "wo"], ["ai"], ["men", "shi", "ai"]]
+    assert convert(model, batch, src_vocab, tgt_vocab, batch_size=1) == convert(model, batch, src_vocab, tgt_vocab)
+    assert ("解码" in sys.stderr.getvalue()) == terminal

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ...data.text import Vocab
 from ...models.seq2seq import Seq2SeqTransformer
+from ...plotting import progress
 from .data import seq2seq_collate
 
 UNKNOWN_CHAR = "□"  # 模型写出 <unk>（字表外的字）时的占位：占一个字的位置，输出才与输入的音节一一对齐
@@ -27,7 +30,10 @@ def decode_in_batches(syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, decode
     ids = [src_vocab.encode(s) for s in syllable_lists]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     results: list[str] = [""] * len(ids)
-    for start in range(0, len(order), batch_size):
+    # 终端里给进度条（整个测试集的浅融合要一两分钟）；notebook、日志和测试里不打印，输出保持干净
+    starts = progress(range(0, len(order), batch_size), desc="解码", unit="批", leave=False,
+                      disable=not sys.stderr.isatty())
+    for start in starts:
         chunk = order[start : start + batch_size]
         src, lengths, _, _ = seq2seq_collate([(ids[i], []) for i in chunk])
         for i, out in zip(chunk, decode(src.to(device), lengths.to(device), chunk)):
