@@ -10,7 +10,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from _cli import cli_env, run_aigc
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -19,11 +18,10 @@ from aigc_lib import cli
 from aigc_lib.cli import main
 from aigc_lib.tasks import TASKS, ModelSpec, Sizes, Task, TaskError, register, size, unregister
 from aigc_lib.tasks.sizes import size_fields
+from _cli import cli_env, run_aigc
 
 TINY = ["--epochs", "1", "--train-limit", "300", "--max-tokens", "24", "--vocab-size", "400",
         "--batch-size", "32", "--tokens", "char"]
-
-
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import re
 import sys
 
 import pytest
-from _cli import run_aigc
 
 from aigc_lib.safety.pii import TAGS, Span, find_pii, id_check_code, is_valid_id_number, luhn_valid, mask_pii
 from aigc_lib.safety.pii_testset import make_pii_testset, pii_scores
+from _cli import run_aigc
 
 
 # ---- 独立实现：换一种写法的同一个定义

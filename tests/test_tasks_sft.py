@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-from _cli import cli_env, run_aigc
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +21,7 @@ from aigc_lib.tasks.sft import (ASSISTANT, SPECIAL_TOKENS, USER, Example, chat_t
 from aigc_lib.tasks.pinyin.data import clause_texts, pinyin_pairs
 from aigc_lib.tasks.sft.data import _sources, reading_groups, sentence_text, syllables
 from aigc_lib.tasks.sft.task import build_chat_gpt
+from _cli import cli_env, run_aigc
 
 CHARS = "我们爱北京天安门，。正负面abinjt "
 
@@ -243,7 +243,6 @@ def test_scores_by_hand():
 # ---------------------------------------------------------------------------
 # 命令行：训练、评估、对话（子进程；每个进程 1 个线程，2 核的机器上不互相抢）
 # ---------------------------------------------------------------------------
-
 
 
 @pytest.fixture(scope="module")

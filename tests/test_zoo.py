@@ -10,13 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _cli import run_aigc
 import torch
 
 from aigc_lib.core.checkpoint import CheckpointMismatchError
 from aigc_lib.tasks import TaskError, get_task, load_run
 from aigc_lib.zoo import (FORMAT, MODELS_DIR, SLICE, catalog, catalog_markdown, export_run, names, pretrained,
                           provenance, slice_limit)
+from _cli import run_aigc
 
 # 课程自带的参考模型（issue 15）：每个 aigc 任务一个，语言模型两个家族
 EXPECTED = ["chat", "lm-gpt", "lm-lstm", "ner", "pinyin", "pos", "segment", "sentiment-gru"]
@@ -29,8 +29,6 @@ def close(metric: str, got: float, recorded: float) -> bool:
     if metric == "perplexity":
         return math.isclose(got, recorded, rel_tol=2e-3)
     return abs(got - recorded) <= 3e-3
-
-
 
 
 # ---------------------------------------------------------------------------

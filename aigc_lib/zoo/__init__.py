@@ -49,13 +49,13 @@ FORMAT = "aigc_lib.zoo/1"
 PREFIX = "pretrained:"  # 命令行里的写法：pretrained:lm-gpt
 MODELS_DIR = Path(__file__).with_name("models")
 SLICE = 200  # 测试集的前这么多个样本：来历里记下在它上面的指标，测试在 smoke 档位下也能很快复核
+REFERENCE_SCRIPT = "python benchmarks/train_reference.py"
 
 
 def slice_limit(task: Task) -> int:
     """复核用的测试切片有多大：默认 :data:`SLICE` 个样本；任务可以用类属性 ``zoo_slice`` 改小
     （sft 的 limit 按每种指令算，每条都要逐字生成，所以只取每种 20 条）。"""
     return getattr(task, "zoo_slice", SLICE)
-REFERENCE_SCRIPT = "python benchmarks/train_reference.py"
 
 
 @dataclass
