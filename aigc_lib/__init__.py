@@ -138,6 +138,7 @@ from .plotting import (
 # ---- tasks：第 10 章直接用到的拼音任务的数据与基线（其余任务的东西从 aigc_lib.tasks.<名字> 导入）
 from .tasks.pinyin.data import char_accuracy, pinyin_pairs, seq2seq_collate, to_pinyin
 from .tasks.pinyin.baselines import BigramHMM, MostFrequentChar
+from .tasks.pinyin.word_bigram import WordBigram
 
 # ---- scale：内存账单、缩放定律、算力预算（第 14 章）
 from .scale import (

@@ -333,8 +333,12 @@ def beam_search_batch(
     *,
     stop_ids: Iterable[int] = (),
     length_penalty: float = 1.0,
-) -> list[tuple[list[int], float]]:
+    nbest: bool = False,
+) -> list:
     """束搜索（唯一的一份实现）：对 ``decoder`` 里的 B 个样本各自搜索，返回每个样本的 ``(编号列表, 得分)``。
+
+    ``nbest=True`` 时每个样本返回一个列表：搜索结束时留下的全部候选 ``[(编号列表, 得分), ...]``，按得分从高到低
+    （第一个就是 ``nbest=False`` 时返回的那个），供重打分用（拼音的 ``rescoring.py``）。
 
     ``decoder`` 满足逐步协议（见上面第 2 节）：语言模型用 :class:`LanguageModelDecoder`，
     编码器-解码器用 :class:`~aigc_lib.models.seq2seq.Seq2SeqDecoder`。约定：
@@ -416,6 +420,8 @@ def beam_search_batch(
         scores = torch.tensor(alive_scores, device=device)
         decoder.reorder(torch.tensor(parents, device=device))
         logits = decoder.step(torch.tensor(tokens, device=device))  # (N, V)
+    if nbest:  # sorted 是稳定的：得分并列时先完成的在前，与下面取最好的一个的规则相同
+        return [[(ids, score) for score, ids in sorted(c, key=lambda c: -c[0])] for c in finished]
     results = []
     for candidates in finished:
         # 没有任何候选：每一步的词都被 mask_logits 禁光了

@@ -8,7 +8,7 @@
 每个参考模型就是学习者也能敲的一条 ``aigc train`` 命令（下面的 RECIPES），只是比章节里训练得久。
 训练完写 ``runs/reference/<名字>/train_provenance.json``（命令、git 提交、种子、用时、硬件），
 再调用 :func:`aigc_lib.zoo.export_run` 导出：权重存成 safetensors（float16），词表等存成 JSON
-（拼音模型还在验证集上挑好浅融合的 λ，见 DECODING），并在导出后的权重上重新评估 val / test，
+（拼音模型还在验证集上挑好浅融合的 λ 和词二元重打分的 μ，见 DECODING），并在导出后的权重上重新评估 val / test，
 把指标写进来历文件 ``aigc_lib/zoo/<名字>.json``。
 """
 
@@ -46,11 +46,14 @@ SEED = 0
 
 
 def tune_pinyin(loaded) -> dict:
-    """拼音模型导出时挑浅融合的 λ（验证集前 1000 个小句，语言模型是模型库里的 lm-gpt：必须先导出 lm-gpt）。"""
+    """拼音模型导出时挑解码设置（验证集前 1000 个小句）：先挑浅融合的 λ，再在它上面挑词二元语法重打分的 μ。
+    语言模型是模型库里的 lm-gpt：必须先导出 lm-gpt。"""
     from aigc_lib import pretrained
-    from aigc_lib.tasks.pinyin import tune_fusion
+    from aigc_lib.tasks.pinyin import tune_fusion, tune_rescoring
 
-    return tune_fusion(loaded.model, loaded.config, pretrained("lm-gpt"), "lm-gpt")
+    lm = pretrained("lm-gpt")
+    fusion = tune_fusion(loaded.model, loaded.config, lm, "lm-gpt")
+    return tune_rescoring(loaded.model, loaded.config, lm, fusion)
 
 
 # 导出时在验证集上挑好、写进 config 的解码设置（见 aigc_lib.zoo.export_run 的 decoding）

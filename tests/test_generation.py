@@ -247,6 +247,27 @@ def test_one_search_serves_a_batch_of_prompts_and_a_single_prompt(family):
                 assert ids == alone and score == pytest.approx(alone_score, abs=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_nbest_returns_the_whole_final_beam_best_first(family):
+    # nbest=True：第一个就是 nbest=False 的结果；其余按得分从高到低；每个候选的得分就是它自己的归一化对数概率
+    for seed in range(3):
+        model = tiny_models(seed, context_len=24)[family]
+        g = random.Random(seed)
+        prompts = [[g.randrange(30) for _ in range(4)] for _ in range(3)]
+        stop = g.randrange(30)
+        best = beam_search_batch(LanguageModelDecoder(model, torch.tensor(prompts)), 4, 6, stop_ids=[stop])
+        lists = beam_search_batch(LanguageModelDecoder(model, torch.tensor(prompts)), 4, 6, stop_ids=[stop],
+                                  nbest=True)
+        for prompt, (ids, score), found in zip(prompts, best, lists):
+            assert found[0] == (ids, score) and len(found) >= 4
+            assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+            for seq, s in found:
+                with torch.no_grad():
+                    log_probs = torch.log_softmax(model(torch.tensor([prompt + seq])).float(), -1)[0]
+                total = sum(log_probs[len(prompt) - 1 + i, t].item() for i, t in enumerate(seq))
+                assert s == pytest.approx(total / len(seq), abs=1e-4)
+
+
 def test_length_penalty_decides_between_short_and_long_finished_beams():
     # 提示 2 之后：0 的概率 0.6，接着必然停（3 是停止符）；1 的概率 0.4，接着必然是 5、6、停
     table = torch.full((7, 7), -30.0)

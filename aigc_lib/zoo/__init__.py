@@ -162,8 +162,9 @@ def catalog(models_dir: str | Path = MODELS_DIR) -> list[dict]:
         record = provenance(name, models_dir)
         metric, decoding = record["metric"], record.get("decoding")
         model = record["model"]
-        if decoding:  # 导出时挑好的解码设置（拼音：束搜索 + 语言模型浅融合），表里的指标就是这样解码测的
-            model += f"（束搜索 {decoding['beam_size']} + {decoding['lm']} 浅融合 λ={decoding['lm_weight']}）"
+        if decoding:  # 导出时挑好的解码设置（拼音：束搜索 + 语言模型浅融合 + 词二元重打分），表里的指标就是这样解码测的
+            rescoring = f" + 词二元重打分 μ={decoding['word_weight']}" if "word_weight" in decoding else ""
+            model += f"（束搜索 {decoding['beam_size']} + {decoding['lm']} 浅融合 λ={decoding['lm_weight']}{rescoring}）"
         rows.append({"name": name, "task": record["task"], "model": model,
                      "parameters": record["parameters"], "megabytes": round(record["weights"]["bytes"] / 2**20, 2),
                      "metric": metric, "test": record["metrics"]["test"][metric], "epochs": len(record["curve"]),
@@ -231,9 +232,9 @@ def export_run(run_dir: str | Path, name: str, training: dict, models_dir: str |
     """把 ``aigc train`` 的一次训练导出成模型库里的 ``名字.safetensors`` + ``名字.json``，返回权重文件的路径。
 
     ``training``：训练的来历（命令、git 提交、种子、用时、硬件），原样写进来历文件。
-    ``decoding``：可选，``decoding(读回的参考模型) -> 解码设置``，例如拼音模型在验证集上挑好的浅融合 λ
-    （:func:`~aigc_lib.tasks.pinyin.fusion.tune_fusion`）。设置写进 config（``config["decoding"]``），之后评估、
-    预测都按它解码；来历文件里记一份摘要。
+    ``decoding``：可选，``decoding(读回的参考模型) -> 解码设置``，例如拼音模型在验证集上挑好的浅融合 λ 和重打分的 μ
+    （:func:`~aigc_lib.tasks.pinyin.fusion.tune_fusion`、:func:`~aigc_lib.tasks.pinyin.rescoring.tune_rescoring`）。
+    设置写进 config（``config["decoding"]``），之后评估、预测都按它解码；来历文件里记一份摘要。
     指标在**导出后**的权重（float16 存储）上重新测，所以来历里的数就是用户读到的模型的数。
     """
     run_dir, models_dir = Path(run_dir), Path(models_dir)

@@ -156,6 +156,17 @@ def pinyin_pairs(split: str = "train", min_chars: int = 2, max_chars: int = 20, 
     return [(list(s), t) for s, t in _cached_pairs(split, min_chars, max_chars, limit or None, key)]
 
 
+def word_clauses(split: str = "train", path: str | Path | None = None) -> list[list[str]]:
+    """《人民日报》某一份里所有小句的**词**列表（人工分词的标准答案，在标点处切开，不去重、不限长度）。
+
+    词二元语法（``word_bigram.py``）用它计数，和参考 GPT 一样读整份训练集。
+
+    >>> word_clauses("train")[0]                  # doctest: +SKIP
+    ['迈向', '充满', '希望', '的', '新', '世纪']
+    """
+    return [words for sentence in load_peoples_daily(split, path=path) for words in split_clauses(sentence)]
+
+
 # ---------------------------------------------------------------------------
 # 评价
 # ---------------------------------------------------------------------------

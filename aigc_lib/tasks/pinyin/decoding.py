@@ -19,17 +19,25 @@ from .data import seq2seq_collate
 UNKNOWN_CHAR = "□"  # 模型写出 <unk>（字表外的字）时的占位：占一个字的位置，输出才与输入的音节一一对齐
 
 
+def ids_to_text(ids, tgt_vocab: Vocab) -> str:
+    """目标编号列表 -> 汉字串。``<unk>`` 写成一个 ``□``，而不是五个字符 "<unk>"：否则后面每个字都错位，
+    字准确率和 BLEU 都会算错。"""
+    return "".join(UNKNOWN_CHAR if token_id == tgt_vocab.unk_id else token
+                   for token_id, token in zip(ids, tgt_vocab.decode(ids)))
+
+
 def decode_in_batches(syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, decode, device,
-                      batch_size: int = 256) -> list[str]:
+                      batch_size: int = 256, nbest: bool = False) -> list:
     """分批解码的公共部分：音节列表 -> 汉字串，结果顺序与输入相同。
 
     为了少补齐，先按长度排序再分批，最后还原顺序。每一批调用 ``decode(src (B, S), lengths (B,), chunk)``
-    （``chunk`` 是这批在 ``syllable_lists`` 里的下标），它返回每句的目标编号列表（不含 <bos>、<eos>）。
-    模型写出的 ``<unk>`` 变成一个 ``□``，而不是五个字符 "<unk>"：否则后面每个字都错位，字准确率和 BLEU 都会算错。
+    （``chunk`` 是这批在 ``syllable_lists`` 里的下标），它返回每句的目标编号列表（不含 <bos>、<eos>），
+    编号由 :func:`ids_to_text` 变成汉字串。``nbest=True`` 时 ``decode`` 返回每句的 ``[(编号列表, 得分), ...]``，
+    这里相应地返回每句的 ``[(得分, 汉字串), ...]``。
     """
     ids = [src_vocab.encode(s) for s in syllable_lists]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    results: list[str] = [""] * len(ids)
+    results: list = [""] * len(ids)
     # 终端里给进度条（整个测试集的浅融合要一两分钟）；notebook、日志和测试里不打印，输出保持干净
     starts = progress(range(0, len(order), batch_size), desc="解码", unit="批", leave=False,
                       disable=not sys.stderr.isatty())
@@ -37,8 +45,8 @@ def decode_in_batches(syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, decode
         chunk = order[start : start + batch_size]
         src, lengths, _, _ = seq2seq_collate([(ids[i], []) for i in chunk])
         for i, out in zip(chunk, decode(src.to(device), lengths.to(device), chunk)):
-            results[i] = "".join(UNKNOWN_CHAR if token_id == tgt_vocab.unk_id else token
-                                 for token_id, token in zip(out, tgt_vocab.decode(out)))
+            results[i] = ([(score, ids_to_text(ids, tgt_vocab)) for ids, score in out] if nbest
+                          else ids_to_text(out, tgt_vocab))
     return results
 
 

@@ -114,11 +114,15 @@ class FusionDecoder:
 @torch.inference_mode()
 def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, tgt_vocab: Vocab, lm, lm_vocab: Vocab,
                   weight: float = 0.5, beam_size: int = 4, lexicon: dict | None = None,
-                  batch_size: int = 128) -> list[str]:
+                  batch_size: int = 128, nbest: bool = False) -> list:
     """一批音节列表 -> 汉字串：束搜索 + 浅融合（+ 可选的读音约束），输出与输入等长，顺序与输入相同。
 
     ``weight=0``、没有 ``lexicon`` 时就是普通的束搜索；``beam_size=1`` 时是贪心。
     分批、还原顺序和 ``<unk>`` 的写法与 :func:`~aigc_lib.tasks.pinyin.decoding.convert` 共用（:func:`decode_in_batches`）。
+
+    ``nbest=True``：每句返回束里留下的全部候选 ``[(总分, 汉字串), ...]``（从高到低），总分是
+    :math:`\\sum_t [\\log p_\\text{seq2seq} + λ \\log p_\\text{LM}]`，含句末 <eos> 那一步（那一步语言模型不参与），
+    不做长度归一化：``rescoring.py`` 拿它和别的候选比。
     """
     if weight < 0:
         raise ValueError(f"weight（语言模型的权重 λ）不能是负数，收到 {weight}。")
@@ -130,11 +134,13 @@ def fused_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab, t
         allowed = None if lexicon is None else allowed_mask([syllable_lists[i] for i in chunk], lexicon, len(tgt_vocab))
         inner = Seq2SeqDecoder(model, src, lengths, target_lengths=lengths, allowed=allowed)  # 它把 allowed 搬到 src 的设备
         decoder = FusionDecoder(inner, lm, tgt_to_lm, weight, context_id)
-        found = beam_search_batch(decoder, beam_size, decoder.steps(), stop_ids=[model.eos_id])
+        found = beam_search_batch(decoder, beam_size, decoder.steps(), stop_ids=[model.eos_id], nbest=nbest)
+        if nbest:  # 束搜索的得分是除以长度（含 <eos>，length_penalty=1）的平均值：乘回去就是总分
+            return [[(model._strip(out), score * len(out)) for out, score in beam] for beam in found]
         return [model._strip(out) for out, _ in found]  # 去掉 <eos>
 
     with eval_mode(model), eval_mode(lm):  # 解码时关掉 dropout，结束后两个模型恢复原来的 train/eval 状态
-        return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size)
+        return decode_in_batches(syllable_lists, src_vocab, tgt_vocab, decode, device, batch_size, nbest=nbest)
 
 
 def fusion_grid(model: Seq2SeqTransformer, pairs, src_vocab: Vocab, tgt_vocab: Vocab, lm, lm_vocab: Vocab,

@@ -3,7 +3,8 @@
 数据是同一文件夹 ``data.py`` 里的 :func:`~aigc_lib.tasks.pinyin.data.pinyin_pairs` 从《人民日报》小句生成的平行语料；模型是
 :class:`~aigc_lib.models.seq2seq.Seq2SeqTransformer`，批次 ``(src, src_lengths, tgt_in, tgt_out)``
 交给 ``fit``。评估和预测默认用贪心解码（``decoding.py``），输出长度固定为输入的音节数（一个音节一个字）；
-config 里记着浅融合的设置时（模型库的参考模型 ``pretrained:pinyin``），改用束搜索 + 语言模型（``fusion.py``）。
+config 里记着浅融合的设置时改用束搜索 + 语言模型（``fusion.py``），还记着词二元语法的权重时再重打分
+（``rescoring.py``，模型库的参考模型 ``pretrained:pinyin`` 就是这样）。
 
     aigc train --task pinyin --model seq2seq --out runs/pinyin
     aigc evaluate runs/pinyin --split test --json        # {"char_accuracy": ..., "bleu": ..., ...}
@@ -24,6 +25,7 @@ from ..sizes import Sizes, size
 from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
 from .decoding import convert
 from .fusion import fused_convert
+from .rescoring import rescored_convert, train_word_bigram, word_bigram_fingerprint
 
 SPECIALS = ("<bos>", "<eos>")  # 两个词表都是 <pad>=0、<unk>=1、<bos>=2、<eos>=3
 
@@ -102,14 +104,19 @@ class PinyinTask(Task):
     @staticmethod
     def decoding(config: dict) -> dict:
         """怎样解码，写进评估结果：``{"decoding": "greedy"}``，或浅融合的 ``{"decoding": "fusion", "lm": ...,
-        "lm_weight": λ, "beam_size": ...}``（config 里有 ``decoding`` 时，例如模型库的参考模型，见 ``fusion.py``）。"""
+        "lm_weight": λ, "beam_size": ...}``（config 里有 ``decoding`` 时，见 ``fusion.py``），重打分时
+        ``"decoding": "rescoring"`` 再加上 ``"word_weight": μ, "word_kbest": ...``（模型库的参考模型，见 ``rescoring.py``）。"""
         spec = config.get("decoding")
         if not spec:
             return {"decoding": "greedy"}
-        return {"decoding": "fusion", "lm": spec["lm"], "lm_weight": spec["lm_weight"], "beam_size": spec["beam_size"]}
+        found = {"decoding": "fusion", "lm": spec["lm"], "lm_weight": spec["lm_weight"], "beam_size": spec["beam_size"]}
+        if "word_weight" in spec:  # 再用词二元语法重打分（rescoring.py）
+            found.update(decoding="rescoring", word_weight=spec["word_weight"], word_kbest=spec["word_kbest"])
+        return found
 
     def _convert(self, model, config: dict, syllable_lists, device) -> list[str]:
-        """按 config 解码：默认贪心（:func:`convert`）；config 里记着浅融合的设置时用 :func:`fused_convert`。"""
+        """按 config 解码：默认贪心（:func:`convert`）；config 里记着浅融合的设置时用 :func:`fused_convert`，
+        还记着词二元语法的权重 μ 时用 :func:`rescored_convert`。"""
         src_vocab, tgt_vocab = self._vocabs(config)
         spec = config.get("decoding")
         if not spec:
@@ -120,8 +127,17 @@ class PinyinTask(Task):
                             f"（sha256 {spec['lm_sha256'][:12]}…），现在模型库里的 {spec['lm']} 是 "
                             f"{lm.provenance['weights']['sha256'][:12]}…。请重新导出拼音模型："
                             "python benchmarks/train_reference.py --export-only --only pinyin")
-        return fused_convert(model, syllable_lists, src_vocab, tgt_vocab, lm.model, lm.vocab, weight=spec["lm_weight"],
-                             beam_size=spec["beam_size"], lexicon=spec["lexicon"])
+        if "word_weight" not in spec:
+            return fused_convert(model, syllable_lists, src_vocab, tgt_vocab, lm.model, lm.vocab,
+                                 weight=spec["lm_weight"], beam_size=spec["beam_size"], lexicon=spec["lexicon"])
+        word_bigram = train_word_bigram()
+        if word_bigram_fingerprint(word_bigram) != spec["word_bigram"]:
+            raise TaskError(f"这个拼音模型的 μ={spec['word_weight']} 是和另一份训练语料数出的词二元语法一起挑的"
+                            f"（{spec['word_bigram']}），现在数出来的是 {word_bigram_fingerprint(word_bigram)}。"
+                            "请重新导出拼音模型：python benchmarks/train_reference.py --export-only --only pinyin")
+        return rescored_convert(model, syllable_lists, src_vocab, tgt_vocab, lm.model, lm.vocab, word_bigram,
+                                weight=spec["lm_weight"], word_weight=spec["word_weight"],
+                                beam_size=spec["beam_size"], lexicon=spec["lexicon"], kbest=spec["word_kbest"])
 
     def evaluate(self, model, config, split, device, limit=None) -> dict:
         pairs = self._pairs(split, config["sizes"], limit or 0)
