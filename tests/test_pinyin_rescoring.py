@@ -7,7 +7,7 @@ import random
 import pytest
 
 from aigc_lib.tasks.pinyin import WordBigram, fused_convert, rescoring_candidates, rescored_convert, syllable_lexicon
-from aigc_lib.tasks.pinyin.rescoring import fused_log_prob, pick
+from aigc_lib.tasks.pinyin.rescoring import fused_log_prob, pick_best
 from aigc_lib.tasks.pinyin.word_bigram import BOS, EOS
 
 from test_pinyin_fusion import CHARS, SYLLABLES, fake_zoo_lm, tiny_config, tiny_models
@@ -126,12 +126,12 @@ def test_the_word_weight_moves_the_choice_from_the_networks_to_the_word_bigram(s
     model, lm, src_vocab, tgt_vocab, lm_vocab, word_bigram, batch, lexicon = setup(seed)
     candidates = rescoring_candidates(model, batch, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, 0.7, 3, lexicon)
     for mu in (0.0, 0.5, 3.0):
-        chosen = pick(candidates, mu)
+        chosen = pick_best(candidates, mu)
         assert chosen == rescored_convert(model, batch, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, weight=0.7,
                                           word_weight=mu, beam_size=3, lexicon=lexicon)
         for text, found in zip(chosen, candidates):
             assert max(f + mu * w for _, f, w in found) == f_plus(found, text, mu)
-    networks, words = pick(candidates, 0.0), pick(candidates, 1e6)
+    networks, words = pick_best(candidates, 0.0), pick_best(candidates, 1e6)
     assert networks != words  # 这组数据上两种极端确实选得不同，上面的对照才有意义
     for found, text in zip(candidates, words):
         assert word_score(found, text) == max(w for _, _, w in found)

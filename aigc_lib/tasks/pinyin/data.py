@@ -162,7 +162,7 @@ def word_clauses(split: str = "train", path: str | Path | None = None) -> list[l
     词二元语法（``word_bigram.py``）用它计数，和参考 GPT 一样读整份训练集。
 
     >>> word_clauses("train")[0]                  # doctest: +SKIP
-    ['迈向', '充满', '希望', '的', '新', '世纪']
+    ['希望', '台湾', '当局', '诚意', '回应', '江', '主席', '八', '项', '主张']
     """
     return [words for sentence in load_peoples_daily(split, path=path) for words in split_clauses(sentence)]
 

@@ -94,7 +94,7 @@ def rescoring_candidates(model: Seq2SeqTransformer, syllable_lists, src_vocab: V
     return [[(text, score, word_bigram.score(text)) for text, score in found.items()] for found in candidates]
 
 
-def pick(candidates: list[list[tuple[str, float, float]]], word_weight: float) -> list[str]:
+def pick_best(candidates: list[list[tuple[str, float, float]]], word_weight: float) -> list[str]:
     """每句取 ``浅融合总分 + μ · 词二元得分`` 最高的候选（并列时取前面的，即束里的）。"""
     return [max(found, key=lambda c: c[1] + word_weight * c[2])[0] for found in candidates]
 
@@ -105,7 +105,7 @@ def rescored_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab
     """一批音节列表 -> 汉字串：浅融合束搜索和词网格各出候选，三个模型一起重打分（见模块说明）。"""
     if word_weight < 0:
         raise ValueError(f"word_weight（词二元语法的权重 μ）不能是负数，收到 {word_weight}。")
-    return pick(rescoring_candidates(model, syllable_lists, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, weight,
+    return pick_best(rescoring_candidates(model, syllable_lists, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, weight,
                                      beam_size, lexicon, kbest), word_weight)
 
 
@@ -116,7 +116,7 @@ def rescoring_grid(model: Seq2SeqTransformer, pairs, src_vocab: Vocab, tgt_vocab
     references, syllable_lists = [text for _, text in pairs], [s for s, _ in pairs]
     candidates = rescoring_candidates(model, syllable_lists, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, weight,
                                       beam_size, lexicon, kbest)
-    return {float(mu): char_accuracy(references, pick(candidates, mu)) for mu in word_weights}
+    return {float(mu): char_accuracy(references, pick_best(candidates, mu)) for mu in word_weights}
 
 
 @functools.lru_cache(maxsize=1)
