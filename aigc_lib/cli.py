@@ -32,6 +32,8 @@ COURSE_COMMANDS = ("run", "build")
 
 
 RUN_HELP = "aigc train 的输出目录（或其中的 .pt 文件），或 pretrained:名字（课程自带的参考模型，见 aigc pretrained list）；必需"
+DECODING_HELP = ("只用于拼音模型：greedy | fusion | rescoring（默认按模型 config 里记下的方式；"
+                 "pretrained:pinyin 记着 rescoring，自己训练的模型只有 greedy）")
 
 
 class UsageError(Exception):
@@ -139,6 +141,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                        help="数据划分：train、val、test（默认 test）")
     group.add_argument("--limit", type=_value(int, "--limit", at_least=1), default=None,
                        help="只用这份数据的前 N 个样本（顺序固定；默认全部）")
+    group.add_argument("--decoding", help=DECODING_HELP)
     flag(group, "--json", help="只在标准输出打印一个 JSON 对象")
 
     predict, group = add("predict", "运行目录 [句子 ...] [--file 文件] [--json]", "用训练好的模型预测几句话或一个文件",
@@ -147,6 +150,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("texts", nargs="*", help="要预测的句子")
     group.add_argument("--file", help="文本文件，每行一句")
+    group.add_argument("--decoding", help=DECODING_HELP)
     flag(group, "--json", help="每行打印一个 JSON 对象")
 
     gen, group = add("generate", "运行目录 [提示] [选项]", "用训练好的语言模型续写一段提示",
@@ -363,6 +367,8 @@ def _evaluate(args) -> int:
     from .zoo import load
 
     task, model, config = load(args.run, device=args.device)
+    if args.decoding:
+        config = task.with_decoding(config, args.decoding)
     result = task.evaluate(model, config, args.split, next(model.parameters()).device, limit=args.limit)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -383,6 +389,8 @@ def _predict(args) -> int:
     if not texts:
         raise TaskError("没有要预测的内容：请在命令行里写句子，或用 --file 指定文本文件。")
     task, model, config = load(args.run, device=args.device)
+    if args.decoding:
+        config = task.with_decoding(config, args.decoding)
     for row in task.predict(model, config, texts, next(model.parameters()).device):
         if args.json:
             print(json.dumps(row, ensure_ascii=False))

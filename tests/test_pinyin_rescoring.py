@@ -190,3 +190,28 @@ def test_tune_rescoring_picks_the_best_word_weight_on_validation_clauses_only(mo
     assert spec["word_weight"] == max(grid, key=grid.get) and spec["word_kbest"] == 3
     assert spec["word_bigram"] == {"words": word_bigram.vocab_size, "tokens": word_bigram.total}
     assert {k: spec[k] for k in fusion} == fusion  # 浅融合的设置原样保留
+
+
+def test_with_decoding_steps_down_from_what_the_config_records():
+    from aigc_lib.tasks import TaskError
+    from aigc_lib.tasks.pinyin import PinyinTask
+    from aigc_lib.tasks.sentiment import SentimentTask
+
+    _, _, src_vocab, tgt_vocab, _ = tiny_models(0)
+    fusion = {"lm": "tiny-lm", "lm_sha256": "abc", "lm_weight": 0.7, "beam_size": 3, "lexicon": {}}
+    full = {**fusion, "word_weight": 1.0, "word_kbest": 4, "word_grid": {}, "word_bigram": {"words": 1, "tokens": 2}}
+    task = PinyinTask()
+    config = tiny_config(src_vocab, tgt_vocab, full)
+    assert task.with_decoding(config, "rescoring") == config
+    assert task.with_decoding(config, "fusion")["decoding"] == fusion
+    assert task.decoding(task.with_decoding(config, "fusion"))["decoding"] == "fusion"
+    assert task.decoding(task.with_decoding(config, "greedy")) == {"decoding": "greedy"}
+    assert config["decoding"] == full  # 原 config 不动
+    with pytest.raises(TaskError, match="只记着 fusion.*没法用 rescoring"):
+        task.with_decoding(tiny_config(src_vocab, tgt_vocab, fusion), "rescoring")
+    with pytest.raises(TaskError, match="只记着 greedy.*没法用 fusion"):
+        task.with_decoding(tiny_config(src_vocab, tgt_vocab), "fusion")
+    with pytest.raises(TaskError, match="只能是 greedy \\| fusion \\| rescoring"):
+        task.with_decoding(config, "beam")
+    with pytest.raises(TaskError, match="只用于拼音模型"):
+        SentimentTask().with_decoding({}, "greedy")

@@ -204,6 +204,16 @@ def test_the_command_line_uses_the_zoo_without_training():
     recorded = provenance("pinyin")["slice"]["metrics"]["char_accuracy"]
     assert close("char_accuracy", json.loads(evaluated.stdout)["char_accuracy"], recorded)
 
+    # --decoding greedy 复现第 10 章"参考模型 贪心"那一行：与去掉 config 里解码设置的 Python 调用相同
+    greedy = run_aigc("evaluate", "pretrained:pinyin", "--split", "test", "--limit", "50", "--decoding", "greedy",
+                      "--json")
+    assert greedy.returncode == 0, greedy.stderr
+    ref = pretrained("pinyin", device="cpu")
+    expected = ref.task.evaluate(ref.model, {**ref.config, "decoding": None}, "test", ref.device, limit=50)
+    assert json.loads(greedy.stdout) == pytest.approx(expected)
+    not_pinyin = run_aigc("evaluate", "pretrained:lm-gpt", "--limit", "5", "--decoding", "greedy")
+    assert not_pinyin.returncode != 0 and "只用于拼音模型" in not_pinyin.stderr and "Traceback" not in not_pinyin.stderr
+
     converted = run_aigc("predict", "pretrained:pinyin", "jin tian tian qi hen hao", "--json")
     assert converted.returncode == 0, converted.stderr
     assert len(json.loads(converted.stdout)["hanzi"]) == 6

@@ -102,6 +102,11 @@ class Task:
         """``aigc predict`` 不加 ``--json`` 时，一条预测结果打印成一行。"""
         return "\t".join(str(v) for v in row.values())
 
+    def with_decoding(self, config: dict, decoding: str) -> dict:
+        """``aigc evaluate/predict --decoding 名字``：返回按这种解码方式改过的 config（原 config 不动）。
+        只有解码方式可选的任务（拼音）覆盖它；其余任务一律报错。"""
+        raise TaskError(f"任务 {self.name} 没有可选的解码方式，--decoding 只用于拼音模型（aigc train --task pinyin）。")
+
     # ---------------------------------------------------------------- 公共流程
     def check_model(self, model: str) -> None:
         if model not in self.models:

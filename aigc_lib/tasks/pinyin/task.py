@@ -114,6 +114,26 @@ class PinyinTask(Task):
             found.update(decoding="rescoring", word_weight=spec["word_weight"], word_kbest=spec["word_kbest"])
         return found
 
+    DECODINGS = ("greedy", "fusion", "rescoring")
+
+    def with_decoding(self, config: dict, decoding: str) -> dict:
+        """换一种解码方式：``greedy`` 去掉 config 里记下的设置；``fusion`` 只留浅融合（去掉重打分的 μ）；
+        ``rescoring`` 就是记下的全部设置。例如 ``aigc evaluate pretrained:pinyin --decoding greedy`` 复现
+        第 10 章"参考模型 贪心"那一行。config 里没记下的解码方式（自己训练的模型只有贪心）给出中文错误。"""
+        if decoding not in self.DECODINGS:
+            raise TaskError(f"--decoding 只能是 {' | '.join(self.DECODINGS)}，收到 {decoding!r}。")
+        spec = config.get("decoding") or {}
+        recorded = "rescoring" if "word_weight" in spec else "fusion" if spec else "greedy"
+        if self.DECODINGS.index(decoding) > self.DECODINGS.index(recorded):
+            raise TaskError(f"这个模型的 config 里只记着 {recorded} 解码需要的设置，没法用 {decoding}："
+                            "浅融合的 λ、重打分的 μ 都要在验证集上挑好（见 benchmarks/train_reference.py 的 tune_pinyin）。")
+        if decoding == "greedy":
+            return {**config, "decoding": None}
+        if decoding == "fusion":
+            rescoring_keys = ("word_weight", "word_kbest", "word_grid", "word_bigram")
+            return {**config, "decoding": {k: v for k, v in spec.items() if k not in rescoring_keys}}
+        return config
+
     def _convert(self, model, config: dict, syllable_lists, device) -> list[str]:
         """按 config 解码：默认贪心（:func:`convert`）；config 里记着浅融合的设置时用 :func:`fused_convert`，
         还记着词二元语法的权重 μ 时用 :func:`rescored_convert`。"""
