@@ -230,14 +230,19 @@ def test_wide_beam_finds_the_exhaustive_best_sequence():
         assert score == pytest.approx(best_score / n, abs=1e-5)  # 长度归一化：除以 n^1
 
 
+def model_prompts_and_stop(seed: int, family: str, count: int, length: int):
+    """一个小模型，``count`` 个长 ``length`` 的随机提示，一个随机的停止符（都由 seed 决定）。"""
+    model = tiny_models(seed, context_len=24)[family]
+    g = random.Random(seed)
+    prompts = [[g.randrange(30) for _ in range(length)] for _ in range(count)]
+    return model, prompts, g.randrange(30)
+
+
 @pytest.mark.parametrize("family", ["gpt", "lstm"])
 def test_one_search_serves_a_batch_of_prompts_and_a_single_prompt(family):
     # beam_search(model, prompt) 就是 B = 1 的 beam_search_batch；整批一起搜时每个提示的结果不变
     for seed in range(4):
-        model = tiny_models(seed, context_len=24)[family]
-        g = random.Random(seed)
-        prompts = [[g.randrange(30) for _ in range(5)] for _ in range(4)]
-        stop = g.randrange(30)
+        model, prompts, stop = model_prompts_and_stop(seed, family, count=4, length=5)
         for k, alpha in ((1, 1.0), (3, 0.0), (4, 1.0)):
             decoder = LanguageModelDecoder(model, torch.tensor(prompts))
             batch = beam_search_batch(decoder, k, 30, stop_ids=[stop], length_penalty=alpha)
@@ -251,10 +256,7 @@ def test_one_search_serves_a_batch_of_prompts_and_a_single_prompt(family):
 def test_nbest_returns_the_whole_final_beam_best_first(family):
     # nbest=True：第一个就是 nbest=False 的结果；其余按得分从高到低；每个候选的得分就是它自己的归一化对数概率
     for seed in range(3):
-        model = tiny_models(seed, context_len=24)[family]
-        g = random.Random(seed)
-        prompts = [[g.randrange(30) for _ in range(4)] for _ in range(3)]
-        stop = g.randrange(30)
+        model, prompts, stop = model_prompts_and_stop(seed, family, count=3, length=4)
         best = beam_search_batch(LanguageModelDecoder(model, torch.tensor(prompts)), 4, 6, stop_ids=[stop])
         lists = beam_search_batch(LanguageModelDecoder(model, torch.tensor(prompts)), 4, 6, stop_ids=[stop],
                                   nbest=True)

@@ -190,6 +190,7 @@ def test_tune_rescoring_picks_the_best_word_weight_on_validation_clauses_only(mo
     assert spec["word_weight"] == max(grid, key=grid.get) and spec["word_kbest"] == 3
     assert spec["word_bigram"] == {"words": word_bigram.vocab_size, "tokens": word_bigram.total}
     assert {k: spec[k] for k in fusion} == fusion  # 浅融合的设置原样保留
+    assert set(spec) - set(fusion) == set(rescoring.RESCORING_KEYS)  # with_decoding("fusion") 去掉的正是这几项
 
 
 def test_with_decoding_steps_down_from_what_the_config_records():

@@ -31,6 +31,7 @@ import torch
 
 from ...data.corpora import load_peoples_daily
 
+UNKNOWN_CHAR = "□"  # 写不出的字（字表外的字、没见过的音节）的占位：占一个字的位置，输出才与输入的音节一一对齐
 _HAN = re.compile(r"[\u4e00-\u9fff]+")  # CJK 统一汉字基本区：常用汉字都在这里
 _SYLLABLE = re.compile(r"[a-z]+")
 

@@ -14,9 +14,7 @@ import torch
 from ...data.text import Vocab
 from ...models.seq2seq import Seq2SeqTransformer
 from ...plotting import progress
-from .data import seq2seq_collate
-
-UNKNOWN_CHAR = "□"  # 模型写出 <unk>（字表外的字）时的占位：占一个字的位置，输出才与输入的音节一一对齐
+from .data import UNKNOWN_CHAR, seq2seq_collate
 
 
 def ids_to_text(ids, tgt_vocab: Vocab) -> str:

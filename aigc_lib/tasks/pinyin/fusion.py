@@ -16,9 +16,9 @@ seq2seq 只在拼音小句上训练；字级 GPT（模型库的 ``lm-gpt``）读
     fused_convert(seq2seq, syllable_lists, src_vocab, tgt_vocab, lm=gpt.model, lm_vocab=gpt.vocab,
                   weight=0.5, beam_size=4, lexicon=lexicon)
 
-模型库里的参考模型 ``pinyin`` 默认就这样解码：导出时 :func:`tune_fusion` 在验证集上挑好 λ，连同读音表一起记在
-它的 config 里（``config["decoding"]``），``aigc evaluate/predict pretrained:pinyin`` 和 ``pretrained("pinyin")``
-都按它解码。
+模型库里的参考模型 ``pinyin`` 导出时由 :func:`tune_fusion` 在验证集上挑好 λ，连同读音表一起记在它的 config 里
+（``config["decoding"]``）；``rescoring.py`` 的 ``tune_rescoring`` 再在上面加上词二元重打分的 μ。
+``aigc evaluate/predict pretrained:pinyin`` 和 ``pretrained("pinyin")`` 都按记下的设置解码。
 """
 
 from __future__ import annotations

@@ -28,13 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from ...core.runtime import eval_mode
+from ...data.batching import pad_batch
 from ...data.text import Vocab
+from ...models.layers import length_mask
 from ...models.seq2seq import Seq2SeqTransformer
 from .data import char_accuracy, pinyin_pairs, word_clauses
 from .fusion import LM_CONTEXT, fused_convert
 from .word_bigram import WordBigram
 
 WORD_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0)  # μ 的候选值（0 = 不用词二元语法打分）
+RESCORING_KEYS = ("word_weight", "word_kbest", "word_grid", "word_bigram")  # tune_rescoring 在浅融合的设置上加的几项
 
 
 @torch.inference_mode()
@@ -50,18 +53,16 @@ def fused_log_prob(model: Seq2SeqTransformer, lm, syllable_lists, texts, src_voc
     with eval_mode(model), eval_mode(lm):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            ids = [src_vocab.encode(syllable_lists[i]) for i in chunk]
-            S = max(map(len, ids))
-            src = torch.tensor([x + [model.pad_id] * (S - len(x)) for x in ids], device=device)
-            lengths = torch.tensor([len(x) for x in ids], device=device)
-            seq2seq = model.sequence_log_prob(src, lengths, [tgt_vocab.encode(list(texts[i])) for i in chunk])
-            tokens = [[context_id] + [lm_vocab.stoi.get(c, lm_vocab.unk_id) for c in texts[i]] for i in chunk]
-            T = max(map(len, tokens))
-            padded = torch.tensor([t + [0] * (T - len(t)) for t in tokens], device=device)  # (B, T)
-            log_p = F.log_softmax(lm(padded).float(), dim=-1)[:, :-1]  # (B, T-1, V)：位置 t 预测第 t+1 个
-            picked = log_p.gather(-1, padded[:, 1:, None]).squeeze(-1)  # (B, T-1)
-            real = torch.arange(T - 1, device=device)[None, :] < torch.tensor([len(t) - 1 for t in tokens],
-                                                                               device=device)[:, None]
+            src, lengths = pad_batch([src_vocab.encode(syllable_lists[i]) for i in chunk], pad_id=model.pad_id)
+            seq2seq = model.sequence_log_prob(src.to(device), lengths.to(device),
+                                              [tgt_vocab.encode(list(texts[i])) for i in chunk])
+            # 语言模型读"，"加上候选：位置 t 的输出预测第 t+1 个字
+            tokens, token_lengths = pad_batch([[context_id] + [lm_vocab.stoi.get(c, lm_vocab.unk_id) for c in texts[i]]
+                                               for i in chunk])
+            tokens, token_lengths = tokens.to(device), token_lengths.to(device)  # (B, T)、(B,)
+            log_p = F.log_softmax(lm(tokens).float(), dim=-1)[:, :-1]  # (B, T-1, V)
+            picked = log_p.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
+            real = length_mask(token_lengths - 1, tokens.size(1) - 1)  # (B, T-1)：补齐的位置不算
             total = seq2seq + weight * picked.masked_fill(~real, 0.0).sum(-1)
             for i, value in zip(chunk, total.tolist()):
                 scores[i] = value
@@ -106,7 +107,7 @@ def rescored_convert(model: Seq2SeqTransformer, syllable_lists, src_vocab: Vocab
     if word_weight < 0:
         raise ValueError(f"word_weight（词二元语法的权重 μ）不能是负数，收到 {word_weight}。")
     return pick_best(rescoring_candidates(model, syllable_lists, src_vocab, tgt_vocab, lm, lm_vocab, word_bigram, weight,
-                                     beam_size, lexicon, kbest), word_weight)
+                                          beam_size, lexicon, kbest), word_weight)
 
 
 def rescoring_grid(model: Seq2SeqTransformer, pairs, src_vocab: Vocab, tgt_vocab: Vocab, lm, lm_vocab: Vocab,
@@ -121,7 +122,7 @@ def rescoring_grid(model: Seq2SeqTransformer, pairs, src_vocab: Vocab, tgt_vocab
 
 @functools.lru_cache(maxsize=1)
 def train_word_bigram() -> WordBigram:
-    """在《人民日报》训练集的全部小句上数好的词二元语法（第一次调用约 10 秒，之后用缓存）。"""
+    """在《人民日报》训练集的全部小句上数好的词二元语法（第一次调用要几秒钟：读语料、给几万个词注音；之后用缓存）。"""
     return WordBigram().fit(word_clauses("train"))
 
 
@@ -143,5 +144,6 @@ def tune_rescoring(model: Seq2SeqTransformer, config: dict, lm, fusion: dict, wo
     word_bigram = train_word_bigram()
     grid = rescoring_grid(model, tuning, src_vocab, tgt_vocab, lm.model, lm.vocab, word_bigram, fusion["lm_weight"],
                           word_weights, fusion["beam_size"], fusion["lexicon"], kbest)
-    return {**fusion, "word_weight": max(grid, key=grid.get), "word_kbest": kbest,
-            "word_grid": {str(mu): acc for mu, acc in grid.items()}, "word_bigram": word_bigram_fingerprint(word_bigram)}
+    added = dict(zip(RESCORING_KEYS, (max(grid, key=grid.get), kbest, {str(mu): acc for mu, acc in grid.items()},
+                                      word_bigram_fingerprint(word_bigram))))
+    return {**fusion, **added}

@@ -25,7 +25,7 @@ from ..sizes import Sizes, size
 from .data import char_accuracy, parse_pinyin, pinyin_pairs, seq2seq_collate
 from .decoding import convert
 from .fusion import fused_convert
-from .rescoring import rescored_convert, train_word_bigram, word_bigram_fingerprint
+from .rescoring import RESCORING_KEYS, rescored_convert, train_word_bigram, word_bigram_fingerprint
 
 SPECIALS = ("<bos>", "<eos>")  # 两个词表都是 <pad>=0、<unk>=1、<bos>=2、<eos>=3
 
@@ -122,16 +122,14 @@ class PinyinTask(Task):
         第 10 章"参考模型 贪心"那一行。config 里没记下的解码方式（自己训练的模型只有贪心）给出中文错误。"""
         if decoding not in self.DECODINGS:
             raise TaskError(f"--decoding 只能是 {' | '.join(self.DECODINGS)}，收到 {decoding!r}。")
-        spec = config.get("decoding") or {}
-        recorded = "rescoring" if "word_weight" in spec else "fusion" if spec else "greedy"
+        recorded = self.decoding(config)["decoding"]
         if self.DECODINGS.index(decoding) > self.DECODINGS.index(recorded):
             raise TaskError(f"这个模型的 config 里只记着 {recorded} 解码需要的设置，没法用 {decoding}："
                             "浅融合的 λ、重打分的 μ 都要在验证集上挑好（见 benchmarks/train_reference.py 的 tune_pinyin）。")
         if decoding == "greedy":
             return {**config, "decoding": None}
         if decoding == "fusion":
-            rescoring_keys = ("word_weight", "word_kbest", "word_grid", "word_bigram")
-            return {**config, "decoding": {k: v for k, v in spec.items() if k not in rescoring_keys}}
+            return {**config, "decoding": {k: v for k, v in config["decoding"].items() if k not in RESCORING_KEYS}}
         return config
 
     def _convert(self, model, config: dict, syllable_lists, device) -> list[str]:

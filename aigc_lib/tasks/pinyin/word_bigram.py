@@ -38,7 +38,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from .data import is_chinese, to_pinyin
+from .data import UNKNOWN_CHAR, is_chinese, to_pinyin
 
 BOS, EOS = "<s>", "</s>"
 
@@ -142,7 +142,7 @@ class WordBigram:
     def kbest(self, syllables: Sequence[str], k: int = 1) -> list[tuple[float, str]]:
         """词网格上的剪枝 Viterbi，返回得分最高的 ``k`` 个 ``(对数概率, 汉字串)``（从高到低，字串互不相同）。
 
-        没有任何字读作某个音节时（训练里没见过的音节），那个位置写一个 □，长度仍与音节数相同。
+        没有任何字读作某个音节时（训练里没见过的音节），那个位置写一个 ``UNKNOWN_CHAR``（□），长度仍与音节数相同。
         """
         n = len(syllables)
         if n == 0:
@@ -154,7 +154,7 @@ class WordBigram:
             for i in range(max(0, j - self.max_word_len), j):
                 words = self.words_by_reading.get(tuple(syllables[i:j]), [])
                 if j - i == 1 and not words:
-                    words = ["□"]
+                    words = [UNKNOWN_CHAR]
                 for word in words:
                     for (previous, text), value in states[i].items():
                         key = (word, text + word)
