@@ -26,11 +26,15 @@ GPU 上（nccl）走同一段代码，不需要改动。
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+# torch.distributed.fsdp 与 torch.distributed.tensor 要带进 sympy 等一大串模块，导入一次约 1 秒；
+# 单进程训练和大多数章节都用不到它们，所以在函数里用到时才导入（`import aigc_lib`、每条 aigc 命令都因此快一秒）。
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 
 def shard_model(root: nn.Module, ctx=None) -> nn.Module:
@@ -40,6 +44,8 @@ def shard_model(root: nn.Module, ctx=None) -> nn.Module:
     模型的其他方法时，根单元的参数也已收齐。``ctx`` 是 :class:`~aigc_lib.core.distributed.DistContext`，
     只用来确定设备（GPU 上每个进程一块卡）。
     """
+    from torch.distributed.fsdp import fully_shard
+
     mesh = None
     if ctx is not None and ctx.device.type == "cuda":
         from torch.distributed.device_mesh import init_device_mesh
@@ -85,6 +91,8 @@ def repoint_optimizer(optimizer: torch.optim.Optimizer, before: dict, model: nn.
 
 def _shard_like(value, old: torch.Tensor, new: DTensor):
     """完整的优化器状态张量（与旧参数同形）-> 与新参数同样切法的 DTensor；标量（如 step）原样返回。"""
+    from torch.distributed.tensor import distribute_tensor
+
     if isinstance(value, torch.Tensor) and value.shape == old.shape and value.ndim > 0:
         return distribute_tensor(value.to(new.device), new.device_mesh, new.placements)
     return value
@@ -97,6 +105,8 @@ def full_state(state):
     在一个进程里直接加载。（``torch.distributed.checkpoint.state_dict.get_model_state_dict(...,
     full_state_dict=True)`` 做的是同一件事。）
     """
+    from torch.distributed.tensor import DTensor
+
     if isinstance(state, DTensor):
         return state.full_tensor().detach().cpu()
     if isinstance(state, dict):
@@ -108,6 +118,8 @@ def full_state(state):
 
 def load_full_state(model: nn.Module, state: dict) -> None:
     """把完整的 state_dict 装回分片的模型：每个进程从完整张量里取自己那一片。"""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
     current = model.state_dict()
     sharded = {k: distribute_tensor(v.to(current[k].device), current[k].device_mesh, current[k].placements)
                if isinstance(current[k], DTensor) else v for k, v in state.items()}
@@ -116,6 +128,8 @@ def load_full_state(model: nn.Module, state: dict) -> None:
 
 def local_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
     """本进程实际存着的参数 + 优化器状态字节数（DTensor 只算本地那一片）。用来对比 DDP 与 FSDP 的显存账。"""
+    from torch.distributed.tensor import DTensor
+
     def nbytes(t: torch.Tensor) -> int:
         t = t.to_local() if isinstance(t, DTensor) else t
         return t.numel() * t.element_size()
@@ -134,6 +148,8 @@ def gathered(root: nn.Module):
     验证时各进程分到的批数可能不同；若每次前向都要 all-gather，批数多的进程会一直等下去。先一次性
     收齐，这里面的前向就是纯本地计算，之后再切回分片。
     """
+    from torch.distributed.fsdp import FSDPModule
+
     units = [m for m in root.modules() if isinstance(m, FSDPModule)]
     for unit in units:
         unit.unshard()
