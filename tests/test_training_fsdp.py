@@ -106,3 +106,15 @@ def test_sharding_units_are_the_outermost_repeated_layers():
 def test_unknown_strategy_is_a_clear_error():
     with pytest.raises(ValueError, match="strategy 只能是 'ddp' 或 'fsdp'"):
         FitOptions(epochs=1, optimizer=None, strategy="zero3")
+
+
+def test_importing_the_library_does_not_load_fsdp():
+    """torch.distributed.fsdp / tensor 约一秒的导入只在真正分片时付：`import aigc_lib`（每条 aigc 命令、
+    每个 notebook）不该带进它们。新进程里检查，因为本进程早已被上面的测试导入过。"""
+    import subprocess
+    import sys
+
+    code = ("import sys, aigc_lib, aigc_lib.cli; "
+            "print(sorted(m for m in ('torch.distributed.fsdp', 'torch.distributed.tensor', 'sympy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
