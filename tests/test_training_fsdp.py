@@ -1,6 +1,8 @@
 """fit(strategy="fsdp")：torchrun 2 进程（gloo，CPU）的 FSDP 与单进程、DDP 的损失轨迹相同，
 每个进程的参数 + 优化器状态约为 DDP 的一半，检查点在单进程里加载后给出同样的评估。"""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from aigc_lib.core import fsdp
 from aigc_lib.core.checkpoint import load_checkpoint
 from aigc_lib.core.training import FitOptions
 from aigc_lib.models.transformer import GPTLanguageModel
+from _cli import cli_env
 from test_training_ddp import load_worker, torchrun
 
 WORKER = Path(__file__).with_name("_fsdp_worker.py")
@@ -110,11 +113,9 @@ def test_unknown_strategy_is_a_clear_error():
 
 def test_importing_the_library_does_not_load_fsdp():
     """torch.distributed.fsdp / tensor 约一秒的导入只在真正分片时付：`import aigc_lib`（每条 aigc 命令、
-    每个 notebook）不该带进它们。新进程里检查，因为本进程早已被上面的测试导入过。"""
-    import subprocess
-    import sys
-
+    每个 notebook）不该带进它们。新进程里检查（与 aigc 命令的测试同样的环境，读仓库里的代码），因为本进程早已导入过。"""
     code = ("import sys, aigc_lib, aigc_lib.cli; "
             "print(sorted(m for m in ('torch.distributed.fsdp', 'torch.distributed.tensor', 'sympy') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env(),
+                            timeout=120)
     assert result.stdout.strip() == "[]"
