@@ -89,6 +89,37 @@ def test_counterfactual_flips_against_counting():
     assert counterfactual_flips(predict, ["你好"], swaps) == (0.0, 0, [])
 
 
+def test_swap_words_keep_against_scanning():
+    """keep 里的词原样保留：与一个逐位置、最长匹配的手写扫描对照，并检查反事实句子里没有造出"其她"。"""
+    rng = random.Random(1)
+    pieces = ["其他", "他", "她", "吉他", "其", "吉", "他们", "好", "。"]
+    swaps, keep = [("他", "她")], ["其他", "吉他"]
+    table = {"他": "她", "她": "他", "其他": "其他", "吉他": "吉他"}
+
+    def scan(text):
+        out, i = [], 0
+        while i < len(text):
+            word = next((w for w in sorted(table, key=len, reverse=True) if text.startswith(w, i)), None)
+            out.append(table[word] if word else text[i])
+            i += len(word) if word else 1
+        return "".join(out)
+
+    for _ in range(500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        swapped = swap_words(text, swaps, keep)
+        assert swapped == scan(text), text
+        assert swapped.count("其她") <= text.count("其她") and swapped.count("吉她") <= text.count("吉她")
+    assert swap_words("其他都好，他很热情", swaps, keep) == "其他都好，她很热情"
+    assert swap_words("其他都好", swaps) == "其她都好"  # 不给 keep 时照旧逐字替换
+
+    def predict(batch):
+        return ["neg" if "她" in t else "pos" for t in batch]
+
+    result = counterfactual_flips(predict, ["其他还行", "吉他不错", "他很热情", "其他还行，他也好"], swaps, keep)
+    assert result.compared == 2  # 只含"其他""吉他"的两句替换后不变，不参加比较
+    assert [f[1] for f in result.flipped] == ["她很热情", "其他还行，她也好"]
+
+
 def test_ngram_overlap_against_brute_force():
     rng = random.Random(0)
     for trial in range(60):

@@ -83,11 +83,16 @@ class FlipResult(NamedTuple):
     flipped: list  # [(原句, 替换后的句子, 原预测, 新预测), ...]
 
 
-def swap_words(text: str, swaps: Sequence[tuple[str, str]]) -> str:
+def swap_words(text: str, swaps: Sequence[tuple[str, str]], keep: Sequence[str] = ()) -> str:
     """把 ``swaps`` 里每一对词互换（他 <-> 她 同时进行），长的词先匹配（"他们"不会变成"她们"以外的东西）。
+
+    ``keep``：含有替换词、却不该换的词，原样保留。例如"其他""吉他"里的"他"不是男性代词，
+    换成"其她""吉她"得到的不是反事实句子，而是错字::
 
     >>> swap_words("他给她打电话", [("他", "她")])
     '她给他打电话'
+    >>> swap_words("其他还行，他很热情", [("他", "她")], keep=["其他"])
+    '其他还行，她很热情'
     """
     mapping = {}
     for a, b in swaps:
@@ -95,20 +100,23 @@ def swap_words(text: str, swaps: Sequence[tuple[str, str]]) -> str:
         mapping.setdefault(b, a)
     if not mapping:
         return text
+    for word in keep:  # 与替换词一起按长度匹配：先匹配到"其他"，其中的"他"就不会再被换掉
+        mapping[word] = word
     pattern = re.compile("|".join(re.escape(w) for w in sorted(mapping, key=len, reverse=True)))
     return pattern.sub(lambda m: mapping[m.group()], text)
 
 
 def counterfactual_flips(predict_fn: Callable[[list[str]], list], texts: Sequence[str],
-                         swaps: Sequence[tuple[str, str]]) -> FlipResult:
+                         swaps: Sequence[tuple[str, str]], keep: Sequence[str] = ()) -> FlipResult:
     """反事实探测：每句话按 ``swaps`` 互换词语（性别词、人名、地名……），看 ``predict_fn`` 的预测变了多少。
 
-    ``predict_fn(句子列表) -> 预测列表``（例如情感标签）。只比较替换后确实变了的句子；返回 :class:`FlipResult`。
+    ``predict_fn(句子列表) -> 预测列表``（例如情感标签）。``keep`` 同 :func:`swap_words`。只比较替换后
+    确实变了的句子；返回 :class:`FlipResult`。
     """
-    originals = [t for t in texts if swap_words(t, swaps) != t]
+    originals = [t for t in texts if swap_words(t, swaps, keep) != t]
     if not originals:
         return FlipResult(0.0, 0, [])
-    swapped = [swap_words(t, swaps) for t in originals]
+    swapped = [swap_words(t, swaps, keep) for t in originals]
     before, after = list(predict_fn(originals)), list(predict_fn(swapped))
     flipped = [(o, s, b, a) for o, s, b, a in zip(originals, swapped, before, after) if b != a]
     return FlipResult(len(flipped) / len(originals), len(originals), flipped)
