@@ -106,6 +106,8 @@ def test_parse_runtimes_and_goals():
     line = ("**预计运行时间**：smoke 档位约 10 秒；cpu 档位（2 核 CPU）约 8 分钟；gpu 档位与 cpu 相同"
             "（这一章不训练模型）。")
     assert course_site.parse_runtimes(line) == {"smoke": "约 10 秒", "cpu": "约 8 分钟", "gpu": "与 cpu 相同"}
+    nested = "**预计运行时间**：smoke 档位几秒；cpu 档位约 6 分钟（2 核 CPU 上实测；其中一分多钟是解码）；gpu 档位几分钟。"
+    assert course_site.parse_runtimes(nested) == {"smoke": "几秒", "cpu": "约 6 分钟", "gpu": "几分钟"}
     # 还没填好的占位符不当真
     assert course_site.parse_runtimes("**预计运行时间**：smoke 档位约 __SMOKE__；cpu 档位约 ? 分钟；gpu 档位几分钟。") == {
         "smoke": "", "cpu": "", "gpu": "几分钟"}

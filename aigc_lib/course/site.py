@@ -171,11 +171,13 @@ def parse_runtimes(markdown: str) -> dict[str, str]:
     runtimes = {name: "" for name in PROFILES}
     if not match:
         return runtimes
-    for part in re.split(r"[；;]", match.group(1)):
+    # 先去掉括号里的补充说明（其中可能也有分号），再按分号分开各档位
+    line = re.sub(r"（[^）]*）|\([^)]*\)", "", match.group(1))
+    for part in re.split(r"[；;]", line):
         found = re.search(r"\b(smoke|cpu|gpu)\s*档位\s*(.*)", part)
         if not found:
             continue
-        text = re.sub(r"（[^）]*）|\([^)]*\)", "", found.group(2)).strip(" 。.，,")
+        text = found.group(2).strip(" 。.，,")
         if text and not re.search(r"__|⟦|RUNTIME|\?|？", text):
             runtimes[found.group(1)] = text
     return runtimes
