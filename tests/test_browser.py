@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -83,10 +84,19 @@ def _wait_for_server(url: str, process: subprocess.Popen, timeout: float = 60) -
 
 def _wait_for_single_idle_kernel(base: str, token: str, timeout: float = 60) -> None:
     """等到服务器上只有一个内核，它已经连上浏览器、处于空闲状态，并且保持了一秒。"""
-    deadline, stable_since = time.monotonic() + timeout, None
+    deadline, stable_since, kernels = time.monotonic() + timeout, None, []
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=5) as response:
-            kernels = json.load(response)
+        try:
+            with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=5) as response:
+                kernels = json.load(response)
+        except urllib.error.HTTPError as error:
+            # jupyter_server 列内核时，如果有一个内核刚开始启动、还没有 last_activity，会回 500
+            # （TraitError）：那一刻本来就没有就绪，过一会儿再问
+            if error.code != 500:
+                raise
+            stable_since = None
+            time.sleep(0.25)
+            continue
         ready = len(kernels) == 1 and kernels[0]["connections"] >= 1 and kernels[0]["execution_state"] == "idle"
         stable_since = (stable_since or time.monotonic()) if ready else None
         if stable_since and time.monotonic() - stable_since >= 1:
