@@ -86,6 +86,18 @@ def test_run_inplace_only_rewrites_the_selected_chapter(tiny_course, capsys):
     assert "02_broken" not in out
 
 
+def test_run_keeps_kernel_log_noise_out_of_the_terminal(tiny_course, tmp_path, capfd):
+    """内核自己的启动警告（ipykernel 7："Kernel is running over TCP without encryption"）不该打乱终端；
+    单元格写到 stderr 的内容照常记进 notebook。"""
+    chapter = _notebook(tiny_course / "04_stderr.ipynb", new_code_cell("import sys\nprint('写到 stderr', file=sys.stderr)"))
+    assert main(["course", "run", "--chapters", str(tiny_course), "--profile", "smoke", "--only", "04",
+                 "--out", str(tmp_path / "out")]) == 0
+    terminal = capfd.readouterr().err
+    assert "IPKernelApp" not in terminal and "without encryption" not in terminal
+    ran = nbformat.read(tmp_path / "out" / chapter.name, as_version=4)
+    assert ran.cells[0].outputs[0]["name"] == "stderr" and "写到 stderr" in ran.cells[0].outputs[0]["text"]
+
+
 def test_unknown_chapter_number_lists_the_available_ones(tiny_course, capsys):
     assert main(["course", "run", "--chapters", str(tiny_course), "--only", "07"]) == 2
     err = capsys.readouterr().err

@@ -86,7 +86,8 @@ def test_counterfactual_flips_against_counting():
     assert result.rate == pytest.approx(len(expected) / len(changed))
     assert all(f[1] == swap_words(f[0], swaps) and f[2] != f[3] for f in result.flipped)
     assert swap_words(swap_words("他和她、小明", swaps), swaps) == "他和她、小明"
-    assert counterfactual_flips(predict, ["你好"], swaps) == (0.0, 0, [])
+    assert result.pairs == [(t, swap_words(t, swaps)) for t in changed]
+    assert counterfactual_flips(predict, ["你好"], swaps) == (0.0, 0, [], [])
 
 
 def test_swap_words_keep_against_scanning():

@@ -133,8 +133,11 @@ def execute_notebook(path: Path, profile: str, on_cell=None):
         if on_cell is not None:
             on_cell(cell_index, len(nb.cells))
 
+    # 内核只在本机、只跟这个进程通信；ipykernel 7 每次启动都在终端警告"TCP 没有加密"，会打乱进度条，
+    # 所以只让内核报告错误（单元格里的输出和报错照常记进 notebook）
     client = NotebookClient(nb, kernel_name="python3", timeout=None, record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}}, on_cell_start=cell_started)
+                            resources={"metadata": {"path": str(path.parent)}}, on_cell_start=cell_started,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     env = dict(os.environ, AIGC_PROFILE=profile, AIGC_PROGRESS="off")
     try:
         client.execute(env=env)

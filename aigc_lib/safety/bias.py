@@ -81,6 +81,7 @@ class FlipResult(NamedTuple):
     rate: float  # 翻转的比例（分母是替换后确实变了的句子）
     compared: int  # 替换后变了的句子数
     flipped: list  # [(原句, 替换后的句子, 原预测, 新预测), ...]
+    pairs: list  # [(原句, 替换后的句子), ...]：参加比较的每一对，例如拿去看正面概率平均变了多少
 
 
 def swap_words(text: str, swaps: Sequence[tuple[str, str]], keep: Sequence[str] = ()) -> str:
@@ -113,10 +114,11 @@ def counterfactual_flips(predict_fn: Callable[[list[str]], list], texts: Sequenc
     ``predict_fn(句子列表) -> 预测列表``（例如情感标签）。``keep`` 同 :func:`swap_words`。只比较替换后
     确实变了的句子；返回 :class:`FlipResult`。
     """
-    originals = [t for t in texts if swap_words(t, swaps, keep) != t]
-    if not originals:
-        return FlipResult(0.0, 0, [])
-    swapped = [swap_words(t, swaps, keep) for t in originals]
+    pairs = [(t, swap_words(t, swaps, keep)) for t in texts]
+    pairs = [(o, s) for o, s in pairs if s != o]
+    if not pairs:
+        return FlipResult(0.0, 0, [], [])
+    originals, swapped = [o for o, _ in pairs], [s for _, s in pairs]
     before, after = list(predict_fn(originals)), list(predict_fn(swapped))
-    flipped = [(o, s, b, a) for o, s, b, a in zip(originals, swapped, before, after) if b != a]
-    return FlipResult(len(flipped) / len(originals), len(originals), flipped)
+    flipped = [(o, s, b, a) for (o, s), b, a in zip(pairs, before, after) if b != a]
+    return FlipResult(len(flipped) / len(pairs), len(pairs), flipped, pairs)
