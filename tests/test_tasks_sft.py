@@ -13,13 +13,15 @@ import torch.nn.functional as F
 
 from aigc_lib import pretrained, segmentation_prf
 from aigc_lib.cli import main
-from aigc_lib.tasks import TASKS
+from aigc_lib.tasks import TASKS, load_run
 from aigc_lib.compress import count_parameters
 from aigc_lib.tasks.sft import (ASSISTANT, SPECIAL_TOKENS, USER, Example, chat_tokens, chat_vocab, conversations,
                                 encode_conversation, extend_rows, pad_conversations, parse_chat, render_chat, score,
                                 word_spans)
 from aigc_lib.tasks.pinyin.data import clause_texts, pinyin_pairs
-from aigc_lib.tasks.sft.data import _sources, reading_groups, sentence_text, syllables
+from aigc_lib.tasks.sft.data import (ENTITY_NAMES, NO_ENTITY, _sources, instruction_examples, reading_groups,
+                                     sentence_text, syllables)
+from aigc_lib.tasks.sft.scoring import Baseline
 from aigc_lib.tasks.sft.task import build_chat_gpt
 from _cli import cli_env, run_aigc
 
@@ -240,6 +242,52 @@ def test_scores_by_hand():
     assert score("pinyin", ["我们爱北京"], ["我们爱背景"]) == pytest.approx(3 / 5)
 
 
+def test_ner_score_edge_cases():
+    assert score("ner", ["没有", "没有"], ["没有", "  没有 "]) == 1.0  # 两边都没有实体：全对
+    assert score("ner", ["人名：李鹏"], ["说不清"]) == 0.0  # 看不懂的回答不算对，也不报错
+    assert score("ner", ["地名：北京、上海"], ["地名：上海；机构名：北京"]) == pytest.approx(2 * 1 / (2 + 2))
+
+
+def dictionary_scan(text: str, names: dict[str, str]) -> dict[str, list[str]]:
+    """逐位置找从这里开始、词典里最长的名字（至少 2 个字）；找到就跳过它，找不到就往后挪一个字。"""
+    found, i = {}, 0
+    while i < len(text):
+        hits = [n for n in names if len(n) >= 2 and text.startswith(n, i)]
+        if hits:
+            name = max(hits, key=len)
+            found.setdefault(names[name], []).append(name)
+            i += len(name)
+        else:
+            i += 1
+    return found
+
+
+def test_baseline_against_counting_and_scanning():
+    rng = random.Random(0)
+    kinds = list(ENTITY_NAMES.values())
+    for trial in range(30):
+        # 名字用很少几个字拼，前缀、重叠、互相包含都会出现；每个名字的类型按多数定，次数不会并列
+        names = {"".join(rng.choice("北京大学人民") for _ in range(rng.randint(1, 4))): rng.choice(kinds)
+                 for _ in range(12)}
+        train = []
+        for i, (name, kind) in enumerate(names.items()):
+            other = next(k for k in kinds if k != kind)
+            train += [Example("ner", "找实体", f"{kind}：{name}", f"n{i}a")] * 2 + [
+                Example("ner", "找实体", f"{other}：{name}", f"n{i}b")]
+        labels = rng.choices(["正面", "负面"], weights=[rng.random(), rng.random()], k=rng.choice([5, 7, 9]))
+        train += [Example("sentiment", "判断", label, f"s{j}") for j, label in enumerate(labels)]
+        baseline = Baseline(train)
+        for _ in range(20):
+            text = "".join(rng.choice("北京大学人民好") for _ in range(rng.randint(0, 12)))
+            found = dictionary_scan(text, names)
+            expected = "；".join(f"{k}：{'、'.join(dict.fromkeys(found[k]))}" for k in kinds if k in found) or NO_ENTITY
+            assert baseline.answer(Example("ner", "找实体", "", text)) == expected, (text, names)
+        majority = max(["正面", "负面"], key=labels.count)  # 奇数条，不会并列
+        assert baseline.answer(Example("sentiment", "判断", "", "随便")) == majority
+        assert baseline.answer(Example("segment", "分词", "", "我们爱北京")) == "我 们 爱 北 京"
+        assert baseline.answer(Example("continue", "续写", "", "x")) == ""  # 训练集里没有这种指令
+
+
 # ---------------------------------------------------------------------------
 # 命令行：训练、评估、对话（子进程；每个进程 1 个线程，2 核的机器上不互相抢）
 # ---------------------------------------------------------------------------
@@ -276,10 +324,21 @@ def test_train_evaluate_and_one_answer(run_dir, capsys, monkeypatch):
     table = json.loads(capsys.readouterr().out)
     kinds = list(table["metrics"])
     assert kinds == ["sentiment", "segment", "pinyin", "ner", "continue"]
+    # 每种指令的分数和基线，在本测试里从模型的回答、基线的回答重新算一遍（每种取测试集的前 2 条）
+    task, model, config = load_run(run_dir)
+    baseline = Baseline(instruction_examples("train", 100))  # smoke 档位的基线用训练集前 100 条
     for kind in kinds:
-        assert table[f"{kind}_n"] == 2
-        for column in ("score", "baseline", "zero_shot"):
-            assert 0.0 <= table[f"{kind}_{column}"] <= 1.0
+        chosen = [e for e in instruction_examples("test", 2) if e.kind == kind]
+        answers = [e.answer for e in chosen]
+        longest = max(len(chat_tokens(a)) for a in answers) + 2
+        ours = [task.reply(model, config, [], e.prompt, longest)[0] for e in chosen]
+        assert table[f"{kind}_n"] == len(chosen) == 2
+        assert table[f"{kind}_score"] == pytest.approx(score(kind, answers, ours))
+        assert table[f"{kind}_baseline"] == pytest.approx(score(kind, answers, [baseline.answer(e) for e in chosen]))
+        assert 0.0 <= table[f"{kind}_zero_shot"] <= 1.0
+        if kind == "segment":  # 基线让每个字单独成词：与 segmentation_prf 对照
+            expected = segmentation_prf([a.split() for a in answers], [list(e.source) for e in chosen])[2]
+            assert table["segment_baseline"] == pytest.approx(expected)
     assert table["mean_score"] == pytest.approx(sum(table[f"{k}_score"] for k in kinds) / len(kinds))
     assert main(["chat", str(run_dir), "--prompt", "判断这条评论的情感：物流太慢了"]) == 0
     answer = capsys.readouterr().out

@@ -13,7 +13,7 @@ continue    char_accuracy        续写与原句的后半句逐位比字
 ==========  ==================  ==========================================================
 
 基线（都只看训练集）：sentiment 答训练集里最多的标签；segment 每个字单独成词；pinyin 每个音节
-取训练集里最常对应的字；ner 用训练集里出现过的实体做词典，从左到右最长匹配；continue 答训练集里
+取训练集里最常对应的字（第 10 章的 ``MostFrequentChar``）；ner 用训练集里出现过的实体做词典，从左到右最长匹配；continue 答训练集里
 最常见的续写（多数基线）。
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from ..pinyin.baselines import MostFrequentChar
 from ..pinyin.data import char_accuracy
 from .data import ENTITY_NAMES, KINDS, NO_ENTITY
 
@@ -92,11 +93,8 @@ class Baseline:
             by_kind[e.kind].append(e)
         self.majority = {k: Counter(e.answer for e in by_kind[k]).most_common(1)[0][0] for k in by_kind}
         # 拼音：每个音节最常对应的字（提示里的音节与答案的字一一对应）
-        char_counts: dict[str, Counter] = defaultdict(Counter)
-        for e in by_kind["pinyin"]:
-            for syllable, char in zip(_syllables(e.prompt), e.answer):
-                char_counts[syllable][char] += 1
-        self.syllable_char = {s: c.most_common(1)[0][0] for s, c in char_counts.items()}
+        pairs = [(_syllables(e.prompt), e.answer) for e in by_kind["pinyin"]]
+        self.pinyin = MostFrequentChar().fit(pairs) if pairs else None
         # 实体：训练集里见过的每个名字 -> 它最常见的类型
         names: dict[str, Counter] = defaultdict(Counter)
         for e in by_kind["ner"]:
@@ -109,8 +107,8 @@ class Baseline:
         kind, source = example.kind, example.source
         if kind == "segment":
             return " ".join(source)
-        if kind == "pinyin":
-            return "".join(self.syllable_char.get(s, "的") for s in _syllables(example.prompt))
+        if kind == "pinyin" and self.pinyin is not None:
+            return self.pinyin.predict(_syllables(example.prompt))
         if kind == "ner":
             return self._dictionary_entities(source)
         return self.majority.get(kind, "")
