@@ -2,8 +2,10 @@
 
 import copy
 import doctest
-import math
+import random
+import statistics
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -104,36 +106,31 @@ def test_unstructured_pruning_zeroes_exactly_the_globally_smallest_weights(name)
         torch.testing.assert_close(model(x), reference(x))  # 剪过的模型照常运行，结果与手工置零相同
 
 
+@pytest.mark.parametrize("dim", [0, 1])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_structured_pruning_removes_the_rows_with_smallest_l1_norm(name):
+def test_structured_pruning_removes_the_slices_with_smallest_l1_norm(name, dim):
+    """dim=0 剪整行（输出神经元），dim=1 剪整列（输入特征）：剪掉的正是 L1 范数最小的那些，其余原样不动。"""
     build, make_input = MODELS[name]
     for seed, amount in enumerate((0.25, 0.5, 0.75)):
         torch.manual_seed(seed)
         model = build()
         original = {n: p.detach().clone() for n, p in weight_tensors(model)}
-        magnitude_prune(model, amount, structured=True, dim=0)
+        magnitude_prune(model, amount, structured=True, dim=dim)
         report = sparsity(model)
-        pruned_rows = total_rows = 0
+        pruned = total = 0
         for full_name, w in original.items():
-            rows = w.reshape(w.shape[0], -1)  # (out, in * kernel)
-            k = round(amount * rows.shape[0])
-            expected_zero = torch.zeros(rows.shape[0], dtype=torch.bool)
-            expected_zero[rows.abs().sum(1).argsort()[:k]] = True
-            effective = dict(compress._effective_tensors(model))[full_name].reshape(rows.shape)
+            slices = w.transpose(0, dim).reshape(w.shape[dim], -1)  # (沿 dim 的个数, 其余)
+            k = round(amount * slices.shape[0])
+            expected_zero = torch.zeros(slices.shape[0], dtype=torch.bool)
+            expected_zero[slices.abs().sum(1).argsort()[:k]] = True
+            effective = dict(compress._effective_tensors(model))[full_name].transpose(0, dim).reshape(slices.shape)
             assert torch.equal(effective.eq(0).all(1), expected_zero), full_name
-            assert torch.equal(effective[~expected_zero], rows[~expected_zero])
-            assert report["per_tensor"][full_name] == pytest.approx(k / rows.shape[0])
-            pruned_rows, total_rows = pruned_rows + k * rows.shape[1], total_rows + rows.numel()
-        assert report["prunable"] == pytest.approx(pruned_rows / total_rows)
+            assert torch.equal(effective[~expected_zero], slices[~expected_zero])
+            assert report["per_tensor"][full_name] == pytest.approx(k / slices.shape[0])
+            pruned, total = pruned + k * slices.shape[1], total + slices.numel()
+        assert report["prunable"] == pytest.approx(pruned / total)
         out = model(make_input(torch.Generator().manual_seed(seed)))
         assert torch.isfinite(out).all()
-
-
-def test_structured_pruning_along_columns():
-    torch.manual_seed(0)
-    layer = nn.Linear(10, 6)
-    magnitude_prune(layer, 0.3, structured=True, dim=1)
-    assert int(layer.weight.eq(0).all(0).sum()) == 3  # 10 列剪掉 3 列
 
 
 @pytest.mark.parametrize("structured", [False, True])
@@ -160,16 +157,43 @@ def test_make_permanent_keeps_zeros_and_restores_plain_state_dict(structured):
 
 
 def test_pruned_weights_stay_zero_while_training_until_made_permanent():
+    """训练时前向用的权重在被剪的位置一直是 0；make_permanent 之后 0 还在，但继续训练就不再强制为 0。"""
     torch.manual_seed(0)
     model = mlp()
     magnitude_prune(model, 0.6)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(3):
-        loss = model(torch.randn(16, 64)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    layers = [m for m in model if isinstance(m, nn.Linear)]
+    masks = [layer.weight_mask.clone() for layer in layers]
+    assert all(0 < (m == 0).float().mean() < 1 for m in masks)
+    start = [layer.weight_orig.detach().clone() for layer in layers]
+
+    def train(steps):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(steps):
+            loss = model(torch.randn(16, 64)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    train(3)
+    x = torch.randn(5, 64)
+    out = model(x)  # 前向时钩子刷新 weight = weight_orig * weight_mask
+    manual = x
+    for module in model:  # 手工按 "原权重 × 掩码" 算一遍
+        manual = (F.linear(manual, module.weight_orig * module.weight_mask, module.bias)
+                  if isinstance(module, nn.Linear) else module(manual))
+    torch.testing.assert_close(out, manual)
+    for layer, mask, before in zip(layers, masks, start):
+        assert torch.equal(layer.weight_mask, mask)
+        assert layer.weight[mask == 0].eq(0).all()
+        assert not torch.equal(layer.weight_orig[mask == 1], before[mask == 1])  # 没剪的位置确实在学
     assert sparsity(model)["prunable"] == pytest.approx(0.6, abs=1e-3)
+
+    make_permanent(model)
+    torch.testing.assert_close(model(x), out)
+    zeros = [layer.weight.detach() == 0 for layer in layers]
+    assert all(torch.equal(z, m == 0) for z, m in zip(zeros, masks))
+    train(3)
+    assert all(layer.weight[z].ne(0).any() for layer, z in zip(layers, zeros))  # 不再强制为 0
 
 
 def test_pruned_transformer_trains_and_evaluates_with_fresh_weights():
@@ -371,9 +395,9 @@ def test_measure_latency_calls_the_model_the_right_number_of_times_in_eval_mode(
 
 
 def test_measure_latency_reports_median_and_nearest_rank_p90(monkeypatch):
-    # 用假时钟：每次前向让时钟走一个已知的毫秒数，结果就能与手算对照
-    durations_ms = [7.0, 3.0, 10.0, 1.0, 6.0, 2.0, 9.0, 4.0, 8.0, 5.0, 20.0]
-    clock = {"now": 0.0, "i": 0}
+    """用假时钟：每次前向让时钟走一个已知的毫秒数，中位数与 statistics.median、p90 与 numpy 的
+    nearest-rank 分位数（method="inverted_cdf"）对照；次数从 1 到 30。"""
+    clock = {"now": 0.0, "i": 0, "durations": []}
 
     class FakeTime:
         @staticmethod
@@ -382,15 +406,21 @@ def test_measure_latency_reports_median_and_nearest_rank_p90(monkeypatch):
 
     class Ticking(nn.Module):
         def forward(self, x):
-            clock["now"] += durations_ms[clock["i"]] / 1000
+            clock["now"] += clock["durations"][clock["i"]] / 1000
             clock["i"] += 1
             return x
 
     monkeypatch.setattr(compress, "time", FakeTime)
-    stats = measure_latency(Ticking(), torch.zeros(1), repeats=10, warmup=1)
-    measured = sorted(durations_ms[1:])  # 第一次 (7 ms) 是预热，不计入
-    assert stats["median_ms"] == pytest.approx((measured[4] + measured[5]) / 2)
-    assert stats["p90_ms"] == pytest.approx(measured[math.ceil(0.9 * 10) - 1])
+    rng = random.Random(0)
+    for repeats in list(range(1, 31)) * 3:
+        warmup = rng.randint(0, 3)
+        clock.update(i=0, durations=[rng.choice([rng.uniform(0.5, 20), float(rng.randint(1, 5))])
+                                     for _ in range(warmup + repeats)])
+        stats = measure_latency(Ticking(), torch.zeros(1), repeats=repeats, warmup=warmup)
+        measured = clock["durations"][warmup:]  # 预热的几次不计入
+        assert stats["repeats"] == repeats
+        assert stats["median_ms"] == pytest.approx(statistics.median(measured))
+        assert stats["p90_ms"] == pytest.approx(float(np.percentile(measured, 90, method="inverted_cdf")))
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (

@@ -223,6 +223,30 @@ def test_focal_matches_the_formula_and_never_exceeds_cross_entropy():
             assert torch.all(fl <= ce + 1e-6)
 
 
+def test_focal_with_alpha_ignore_index_and_every_reduction_matches_the_formula():
+    """alpha 与 gamma > 0 同时用、还有被忽略的位置时，三种 reduction 都按定义手算对照
+    （mean 与 CrossEntropyLoss 相同：除以有效位置的 alpha_y 之和）。"""
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(30, 4, generator=g) * 3
+        target = torch.randint(0, 4, (30,), generator=g)
+        target[torch.rand(30, generator=g) < 0.2] = -100
+        target[0] = 2  # 至少一个有效位置
+        alpha = torch.rand(4, generator=g) + 0.1
+        keep = target != -100
+        p_y = logits.double().softmax(-1)[keep.nonzero().squeeze(1), target[keep]]
+        alpha_y = alpha.double()[target[keep]]
+        for gamma in (0.5, 2.0, 5.0):
+            per_sample = -alpha_y * (1 - p_y) ** gamma * torch.log(p_y)
+            none = FocalLoss(gamma=gamma, alpha=alpha, reduction="none")(logits, target)
+            assert none.shape == (30,) and none[~keep].eq(0).all()
+            torch.testing.assert_close(none[keep].double(), per_sample, rtol=1e-4, atol=1e-6)
+            total = FocalLoss(gamma=gamma, alpha=alpha, reduction="sum")(logits, target)
+            torch.testing.assert_close(total.double(), per_sample.sum(), rtol=1e-4, atol=1e-6)
+            mean = FocalLoss(gamma=gamma, alpha=alpha)(logits, target)
+            torch.testing.assert_close(mean.double(), per_sample.sum() / alpha_y.sum(), rtol=1e-4, atol=1e-6)
+
+
 def test_focal_gradients_match_cross_entropy_at_gamma_zero_and_pass_gradcheck():
     for seed in range(10):
         g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,8 @@ from aigc_lib.safety.pii import TAGS, Span, find_pii, id_check_code, is_valid_id
 from aigc_lib.safety.pii_testset import make_pii_testset, pii_scores
 from _cli import run_aigc
 
+KINDS = ["phone", "id_card", "bank_card", "email", "qq", "person", "place"]
+
 
 # ---- 独立实现：换一种写法的同一个定义
 
@@ -117,6 +119,65 @@ def test_scores_on_generated_set_and_score_function():
     assert s["phone"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert s["qq"]["precision"] == 0.5 and s["qq"]["recall"] == 1.0 and abs(s["qq"]["f1"] - 2 / 3) < 1e-12
     assert s["micro"]["precision"] == 1 / 3 and s["micro"]["recall"] == 1 / 3 and s["email"]["recall"] == 0.0
+
+
+def random_spans(rng: random.Random, length: int) -> list[Span]:
+    """一句话里随机的、互不重叠的片段（按位置排好）。"""
+    spans, i = [], rng.randint(0, 3)
+    while i < length:
+        end = min(length, i + rng.randint(1, 4))
+        spans.append(Span(i, end, rng.choice(KINDS), ""))
+        i = end + rng.randint(0, 4)
+    return spans
+
+
+def noisy_prediction(rng: random.Random, gold: list[Span], length: int) -> list[Span]:
+    """从标准片段改出预测：照抄、漏掉、换类别、挪终点，再在片段之间的空当里加误报；仍然互不重叠。"""
+    pred, free_from = [], 0
+    for span in gold + [Span(length, length, "", "")]:
+        if span.start - free_from >= 2 and rng.random() < 0.3:  # 空当里的误报
+            start = rng.randint(free_from, span.start - 1)
+            pred.append(Span(start, rng.randint(start + 1, span.start), rng.choice(KINDS), ""))
+        free_from = span.end
+        if not span.kind:
+            break
+        roll = rng.random()
+        if roll < 0.5:
+            pred.append(span)
+        elif roll < 0.65:
+            pred.append(span._replace(kind=rng.choice([k for k in KINDS if k != span.kind])))
+        elif roll < 0.8 and span.end - span.start > 1:
+            pred.append(span._replace(end=span.end - 1))
+    return pred
+
+
+def test_pii_scores_against_seqeval():
+    """打分与 seqeval 在字级 BIO 标签上算出的一样：逐类的 P/R/F1/support，以及微平均。"""
+    from seqeval.metrics import classification_report
+
+    def bio(spans, length):
+        tags = ["O"] * length
+        for s in spans:
+            tags[s.start:s.end] = [f"B-{s.kind}"] + [f"I-{s.kind}"] * (s.end - s.start - 1)
+        return tags
+
+    rng = random.Random(0)
+    for trial in range(200):
+        lengths = [rng.randint(1, 30) for _ in range(rng.randint(1, 8))]
+        gold = [random_spans(rng, n) for n in lengths]
+        pred = [noisy_prediction(rng, g, n) for g, n in zip(gold, lengths)]
+        ours = pii_scores(gold, pred)
+        report = classification_report([bio(g, n) for g, n in zip(gold, lengths)],
+                                       [bio(p, n) for p, n in zip(pred, lengths)], output_dict=True, zero_division=0)
+        kinds = {s.kind for spans in gold + pred for s in spans}
+        assert set(ours) == kinds | {"micro"}
+        for kind in kinds:
+            row = report.get(kind, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+            assert ours[kind] == pytest.approx({"precision": row["precision"], "recall": row["recall"],
+                                                "f1": row["f1-score"], "support": row["support"]}), (trial, kind)
+        micro = report["micro avg"]
+        assert ours["micro"] == pytest.approx({"precision": micro["precision"], "recall": micro["recall"],
+                                               "f1": micro["f1-score"], "support": micro["support"]}), trial
 
 
 def test_names_through_ner_model():

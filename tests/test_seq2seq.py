@@ -368,7 +368,7 @@ def test_batched_beam_search_equals_one_source_at_a_time():
 
 
 # ---------------------------------------------------------------------------
-# 拼音转换：固定的小模型上，结果与重构前（两份束搜索、不带缓存）的代码相同
+# 拼音转换：固定的小模型上，结果与参照的搜索（逐句、不带缓存、整段重算）相同
 # ---------------------------------------------------------------------------
 
 
@@ -410,22 +410,17 @@ def reference_forced_length_beam(model, src, length, beam_size):
     return beams[0][0][:-1]
 
 
-def test_pinyin_convert_is_unchanged_on_a_fixed_small_model():
+def test_pinyin_convert_matches_the_reference_search_on_a_fixed_small_model():
+    """贪心（束宽 1）和束搜索（束宽 4）的每一句，都与逐句、不带缓存、整段重算的参照搜索相同。"""
     from aigc_lib.tasks.pinyin import convert
 
     model, src_vocab, tgt_vocab, syllables = tiny_pinyin_model()
     greedy = convert(model, syllables, src_vocab, tgt_vocab, batch_size=16)
     beam = convert(model, syllables, src_vocab, tgt_vocab, beam_size=4, batch_size=16)
-    # 重构前的代码在同一个模型上给出的前 16 个结果（模型没训练好，所以有很多重复的字）
-    assert greedy[:16] == ['更的的的的的的', '香产', '这这这这', '长长长长长长长', '一一一一一一一一', '中中', '的的的的的',
-                           '中中中中中中中中', '人的的的的', '传进进进', '要要要的的', '这这这这这这这', '英英英的的的',
-                           '他他加', '中中', '有有的的的']
-    assert beam[:16] == ['更的的的的的的', '香产', '这这这这', '行行是是了了了', '一一一一一一一一', '中中', '的的的的的',
-                         '中中一一一一一一', '人的的的的', '传进进进', '要要的的的', '这这这这这这这', '食食有有有有',
-                         '上上上', '中中', '这这一一一']
-    # 其余的：对照逐句、不带缓存、整段重算的参照束搜索
-    for i in range(16, len(syllables), 4):
-        src = torch.tensor([src_vocab.encode(syllables[i])])
-        expected = reference_forced_length_beam(model, src, len(syllables[i]), beam_size=4)
-        assert beam[i] == "".join(tgt_vocab.decode(expected)).replace("<unk>", "□"), i
-        assert len(greedy[i]) == len(syllables[i])
+    assert len(set(greedy)) > 10 and beam != greedy  # 模型没训练好，但输出并不都一样，束搜索也确实改了一些句子
+    for i in range(0, len(syllables), 2):  # 每隔一句（40 句）比一次
+        one = syllables[i]
+        src = torch.tensor([src_vocab.encode(one)])
+        for found, beam_size in ((greedy[i], 1), (beam[i], 4)):
+            expected = reference_forced_length_beam(model, src, len(one), beam_size=beam_size)
+            assert found == "".join(tgt_vocab.decode(expected)).replace("<unk>", "□"), (i, beam_size)

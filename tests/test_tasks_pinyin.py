@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
+from aigc_lib import pretrained
 from aigc_lib.cli import main
 from aigc_lib.data.corpora import load_peoples_daily
 from aigc_lib.tasks.pinyin.baselines import BigramHMM, MostFrequentChar
@@ -219,25 +220,13 @@ def trained_run(tmp_path_factory):
     return out
 
 
-def test_train_evaluate_predict(trained_run, capsys):
-    summary = json.loads((trained_run / "summary.json").read_text("utf-8"))
-    assert summary["task"] == "pinyin" and summary["model"] == "seq2seq" and summary["sizes"]["max_chars"] == 8
-    ckpt = torch.load(trained_run / "best.pt", weights_only=True)
-    assert ckpt["config"]["artifacts"]["tgt_vocab"][:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
-
-    assert main(["evaluate", str(trained_run), "--split", "val", "--json"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    result = json.loads(lines[0])
-    # 独立重算：同一份验证数据逐字比较、用 sacrebleu 算字级 BLEU、整句全对的比例
+def check_greedy_metrics(result: dict, pairs, task, model, config) -> None:
+    """aigc evaluate 的数字，与从贪心解码的输出独立重算的一样：逐字比较、sacrebleu 的字级 BLEU、整句全对的比例。"""
     import sacrebleu
 
-    from aigc_lib.tasks import load_run
     from aigc_lib.tasks.pinyin import convert
 
-    pairs = pinyin_pairs("val", max_chars=8)
-    assert result["n"] == len(pairs)
-    task, model, config = load_run(trained_run)
+    assert result["n"] == len(pairs) and result["decoding"] == "greedy"
     references = [text for _, text in pairs]
     hypotheses = convert(model, [s for s, _ in pairs], *task._vocabs(config))
     assert all(len(h) == len(r) for h, r in zip(hypotheses, references))
@@ -247,6 +236,32 @@ def test_train_evaluate_predict(trained_run, capsys):
     assert result["bleu"] == pytest.approx(expected_bleu, abs=1e-9)
     assert result["sentence_accuracy"] == pytest.approx(
         sum(h == r for h, r in zip(hypotheses, references)) / len(pairs), abs=1e-12)
+
+
+def test_evaluate_pretrained_greedy_equals_recomputed(capsys):
+    """smoke 小模型一句也对不上（整句准确率 0，比较成了 0 == 0）；参考模型贪心解码对上不少，同样独立重算。"""
+    reference = pretrained("pinyin")
+    assert main(["evaluate", "pretrained:pinyin", "--split", "val", "--limit", "40", "--decoding", "greedy",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 < result["sentence_accuracy"] < 1 and 0 < result["char_accuracy"] < 1
+    pairs = pinyin_pairs("val", max_chars=reference.config["sizes"]["max_chars"], limit=40)
+    check_greedy_metrics(result, pairs, reference.task, reference.model, reference.config)
+
+
+def test_train_evaluate_predict(trained_run, capsys):
+    summary = json.loads((trained_run / "summary.json").read_text("utf-8"))
+    assert summary["task"] == "pinyin" and summary["model"] == "seq2seq" and summary["sizes"]["max_chars"] == 8
+    ckpt = torch.load(trained_run / "best.pt", weights_only=True)
+    assert ckpt["config"]["artifacts"]["tgt_vocab"][:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+    assert main(["evaluate", str(trained_run), "--split", "val", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    from aigc_lib.tasks import load_run
+
+    task, model, config = load_run(trained_run)
+    check_greedy_metrics(json.loads(lines[0]), pinyin_pairs("val", max_chars=8), task, model, config)
 
     assert main(["predict", str(trained_run), "wo men ai bei jing", "zhong guo", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
