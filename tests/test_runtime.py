@@ -48,6 +48,8 @@ def test_pick_by_profile_and_gpu_defaults_to_cpu(env):
     env.setenv("AIGC_PROFILE", "gpu")
     assert pick(smoke=1, cpu=2, gpu=3) == 3
     assert pick(smoke=1, cpu=2) == 2
+    assert pick(smoke=1, cpu=2, gpu=None) is None  # None（"全部"）照样传出来，不退回 cpu 的值
+    assert pick(smoke=1, cpu=None) is None
 
 
 def test_device_auto_and_explicit_choice_wins():

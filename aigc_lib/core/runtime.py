@@ -100,15 +100,19 @@ def profile() -> str:
     return value
 
 
-def pick(smoke, cpu, gpu=None):
+_SAME_AS_CPU = object()  # pick 的 gpu 没有给出；不能用 None：None 本身常被当作"全部"传进来
+
+
+def pick(smoke, cpu, gpu=_SAME_AS_CPU):
     """按当前档位取值：``pick(smoke=200, cpu=20_000, gpu=100_000)``。
 
-    ``gpu`` 默认等于 ``cpu`` 的值，所以不需要在 GPU 上变大的尺寸只写两个。
+    不写 ``gpu`` 时它等于 ``cpu`` 的值，所以不需要在 GPU 上变大的尺寸只写两个。``gpu=None`` 就是 None
+    （例如"None = 全部数据"），不会退回 cpu 的值。
     """
     chosen = profile()
     if chosen == "smoke":
         return smoke
-    if chosen == "gpu" and gpu is not None:
+    if chosen == "gpu" and gpu is not _SAME_AS_CPU:
         return gpu
     return cpu
 

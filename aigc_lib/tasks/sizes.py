@@ -42,8 +42,8 @@ def size(help: str, default: Any = MISSING, *, smoke: Any = MISSING, cpu: Any = 
         return field(default=default, metadata=metadata)
     if smoke is MISSING or cpu is MISSING:
         raise TypeError("size() 需要 default，或者 smoke= 与 cpu=（gpu= 可省略）。")
-    gpu = None if gpu is MISSING else gpu
-    return field(default_factory=lambda: pick(smoke=smoke, cpu=cpu, gpu=gpu), metadata=metadata)
+    choices = {"smoke": smoke, "cpu": cpu} if gpu is MISSING else {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+    return field(default_factory=lambda: pick(**choices), metadata=metadata)
 
 
 @dataclass
