@@ -107,7 +107,9 @@ from .metrics import (
     rouge_l,
     rouge_l_corpus,
     segmentation_prf,
+    span_prf,
     token_accuracy,
+    word_spans,
 )
 
 # ---- generation：解码

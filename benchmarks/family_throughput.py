@@ -13,11 +13,11 @@ CPU 上用单线程和本进程的 CPU 时间，共享或繁忙的机器上也�
 """
 
 import statistics
-import unicodedata
 
 import torch
 
 from aigc_lib import RNNClassifier, TransformerClassifier, Vocab, fit, load_reviews, make_loader, tokenize
+from aigc_lib.console import pad
 from aigc_lib.core.runtime import device, seed_everything
 from timing import interleaved_throughput
 
@@ -46,9 +46,7 @@ def families(vocab_size):
 
 def cell(text, width: int) -> str:
     """按显示宽度补空格（一个汉字占两格）：width > 0 右对齐，< 0 左对齐。"""
-    text = str(text)
-    pad = " " * max(0, abs(width) - sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text))
-    return pad + text if width > 0 else text + pad
+    return pad(str(text), abs(width), right=width > 0)
 
 
 def one_epoch(build, loader, dev):

@@ -16,23 +16,16 @@ generate 相同），生成 n 个字共要处理约 n²/2 个位置；带缓存�
 """
 
 import statistics
-import time
 
 import torch
 
 from aigc_lib.generation import generate
 from aigc_lib.models import GPTLanguageModel
 from aigc_lib.core.runtime import device, seed_everything
+from timing import clock
 
 LENGTHS = (128, 512, 1024)
 PROMPT_LEN = 16
-
-
-def clock(dev) -> float:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter()
-    return time.process_time()
 
 
 def tokens_per_second(model, prompt, n, use_cache, dev, repeats=1):

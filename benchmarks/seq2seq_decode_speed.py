@@ -11,22 +11,15 @@ REPEATS 次，取中位数；最后一行 ``ratio <带缓存/不带缓存 的速
 """
 
 import statistics
-import time
 
 import torch
 
 from aigc_lib.models import Seq2SeqTransformer
 from aigc_lib.core.runtime import device, seed_everything
+from timing import clock
 
 BATCH, LENGTH, REPEATS = 64, 20, 5
 SRC_VOCAB, TGT_VOCAB = 400, 3500  # 约为第 10 章的音节表和字表大小
-
-
-def clock(dev) -> float:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter()
-    return time.process_time()
 
 
 def main() -> None:

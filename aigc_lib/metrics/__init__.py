@@ -13,11 +13,11 @@
 from .classification import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from .generation import bleu, distinct_n, perplexity, rouge_l, rouge_l_corpus
 from .ranking import average_precision, precision_recall_curve, roc_auc, roc_curve
-from .sequence import bio_to_spans, entity_prf, segmentation_prf, token_accuracy
+from .sequence import bio_to_spans, entity_prf, segmentation_prf, span_prf, token_accuracy, word_spans
 
 __all__ = [
     "accuracy", "average_precision", "bio_to_spans", "bleu", "classification_report",
     "confusion_matrix", "distinct_n", "entity_prf", "perplexity", "precision_recall_curve",
     "precision_recall_f1", "roc_auc", "roc_curve", "rouge_l", "rouge_l_corpus", "segmentation_prf",
-    "token_accuracy",
+    "span_prf", "token_accuracy", "word_spans",
 ]

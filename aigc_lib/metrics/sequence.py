@@ -10,13 +10,29 @@ from typing import Any, Sequence
 from ._common import _as_list, _prf
 
 
-def _word_spans(words: Sequence[str]) -> set[tuple[int, int]]:
-    """把一句分好的词变成字符区间集合：["我们", "好"] -> {(0, 2), (2, 3)}。"""
+def word_spans(words: Sequence[str]) -> set[tuple[int, int]]:
+    """把一句分好的词变成字符区间集合。
+
+    >>> sorted(word_spans(["我们", "爱", "北京"]))
+    [(0, 2), (2, 3), (3, 5)]
+    """
     spans, start = set(), 0
     for word in words:
         spans.add((start, start + len(word)))
         start += len(word)
     return spans
+
+
+def span_prf(gold_sets: Sequence[set], pred_sets: Sequence[set]) -> tuple[float, float, float]:
+    """每句一个"片段"集合（词的 ``(起点, 终点)``、实体的 ``(类型, 名字)``……），与标准答案完全相同的才算对；
+    所有句子的计数先相加再算比例（micro 平均），返回 ``(precision, recall, f1)``，分母为 0 时记 0。
+
+    >>> span_prf([{(0, 2), (2, 3)}], [{(0, 2), (2, 4), (4, 5)}])
+    (0.3333333333333333, 0.5, 0.4)
+    """
+    correct = sum(len(gold & pred) for gold, pred in zip(gold_sets, pred_sets, strict=True))
+    n_gold, n_pred = sum(map(len, gold_sets)), sum(map(len, pred_sets))
+    return _prf(correct, n_pred - correct, n_gold - correct)
 
 
 def segmentation_prf(
@@ -32,28 +48,20 @@ def segmentation_prf(
     (0.5, 0.3333333333333333, 0.4)
 
     precision = 对的词数 / 预测词数，recall = 对的词数 / 标准词数，F1 为二者的调和平均。
-    所有句子的计数先相加再算比例（micro 平均），这也是 SIGHAN Bakeoff 的算法。
+    所有句子的计数先相加再算比例（micro 平均），这也是 SIGHAN Bakeoff 的算法（:func:`span_prf`）。
     """
     if len(gold_sentences) != len(predicted_sentences):
         raise ValueError(
             f"标准答案有 {len(gold_sentences)} 句，预测结果有 {len(predicted_sentences)} 句，"
             "两者必须一一对应。"
         )
-    correct = n_gold = n_pred = 0
     for i, (gold, pred) in enumerate(zip(gold_sentences, predicted_sentences)):
         if "".join(gold) != "".join(pred):
             raise ValueError(
                 f"第 {i} 句的标准答案与预测结果拼接后不是同一个字符串："
                 f"{''.join(gold)[:30]!r} vs {''.join(pred)[:30]!r}。请对同一段文字分词后再比较。"
             )
-        gold_spans, pred_spans = _word_spans(gold), _word_spans(pred)
-        correct += len(gold_spans & pred_spans)
-        n_gold += len(gold_spans)
-        n_pred += len(pred_spans)
-    precision = correct / n_pred if n_pred else 0.0
-    recall = correct / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+    return span_prf([word_spans(g) for g in gold_sentences], [word_spans(p) for p in predicted_sentences])
 
 
 _CHUNK_PREFIXES = ("B", "I", "E", "S")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+from ..metrics.sequence import span_prf
 from .pii import TAGS, Span, id_check_code, is_valid_id_number, luhn_valid
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
@@ -152,22 +153,19 @@ def pii_scores(gold, pred) -> dict:
 
     ``gold``、``pred``：每句一个 :class:`~aigc_lib.safety.pii.Span` 列表（或 ``(start, end, kind, ...)`` 元组）。
     返回 ``{类别: {"precision", "recall", "f1", "support"}, ..., "micro": {...}}``；support 是标准片段数。
+    类别按 :data:`~aigc_lib.safety.pii.TAGS` 的顺序排（不认识的类别排在后面，按名字），每次运行都一样。
     没有预测时精确率记为 0（与 scikit-learn 的 zero_division=0 相同）。
     """
     if len(gold) != len(pred):
         raise ValueError(f"gold 有 {len(gold)} 句，pred 有 {len(pred)} 句：应一句对一句。")
-    counts: dict = {}  # 类别 -> [对的, 预测数, 标准数]
-    for g, p in zip(gold, pred):
-        g_set, p_set = {tuple(s[:3]) for s in g}, {tuple(s[:3]) for s in p}
-        for key, column in ((g_set & p_set, 0), (p_set, 1), (g_set, 2)):
-            for _, _, kind in key:
-                counts.setdefault(kind, [0, 0, 0])[column] += 1
-    counts["micro"] = [sum(c[i] for c in counts.values()) for i in range(3)]
+    gold_sets = [{tuple(s[:3]) for s in g} for g in gold]  # 每句 {(起点, 终点, 类别)}
+    pred_sets = [{tuple(s[:3]) for s in p} for p in pred]
+    found = {kind for spans in gold_sets + pred_sets for _, _, kind in spans}
+    kinds = [k for k in TAGS if k in found] + sorted(found - set(TAGS))
 
-    def prf(correct, predicted, support):
-        precision = correct / predicted if predicted else 0.0
-        recall = correct / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    def scores(keep) -> dict:
+        g = [{s for s in spans if keep(s[2])} for spans in gold_sets]
+        precision, recall, f1 = span_prf(g, [{s for s in spans if keep(s[2])} for spans in pred_sets])
+        return {"precision": precision, "recall": recall, "f1": f1, "support": sum(map(len, g))}
 
-    return {kind: prf(*c) for kind, c in counts.items()}
+    return {**{kind: scores(lambda k, kind=kind: k == kind) for kind in kinds}, "micro": scores(lambda k: True)}

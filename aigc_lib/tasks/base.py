@@ -179,7 +179,7 @@ class Task:
             "compile": bool(compile),
         }
         history = fit(model, train_loader, val_loader, epochs=sizes["epochs"], optimizer=optimizer,
-                      scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=sizes.get("clip", 1.0),
+                      scheduler=scheduler, device=dev, amp=amp, clip_grad_norm=1.0,
                       monitor=self.monitor, restore_best=True, compile=compile, checkpoint_dir=out,
                       config=config, progress=progress, resume=out / "last.pt" if resume else None,
                       resume_hint=f"aigc train --resume {out}", strategy=strategy, **self.fit_options(sizes))

@@ -21,25 +21,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from ...metrics.sequence import span_prf, word_spans
 from ..pinyin.baselines import MostFrequentChar
 from ..pinyin.data import char_accuracy
 from .data import ENTITY_NAMES, KINDS, NO_ENTITY
 
 METRICS = {"sentiment": "accuracy", "segment": "word_f1", "pinyin": "char_accuracy", "ner": "entity_f1",
            "continue": "char_accuracy"}
-
-
-def word_spans(words) -> set[tuple[int, int]]:
-    """词列表 -> 每个词在拼起来的句子里的 ``(起点, 终点)``。
-
-    >>> sorted(word_spans(["我们", "爱", "北京"]))
-    [(0, 2), (2, 3), (3, 5)]
-    """
-    spans, start = set(), 0
-    for word in words:
-        spans.add((start, start + len(word)))
-        start += len(word)
-    return spans
 
 
 def parse_entities(answer: str) -> set[tuple[str, str]]:
@@ -54,11 +42,10 @@ def parse_entities(answer: str) -> set[tuple[str, str]]:
 
 
 def _f1(gold_sets, pred_sets) -> float:
-    tp = sum(len(g & p) for g, p in zip(gold_sets, pred_sets))
-    n_gold, n_pred = sum(map(len, gold_sets)), sum(map(len, pred_sets))
-    if n_gold == 0 and n_pred == 0:
+    """micro F1（:func:`~aigc_lib.metrics.span_prf`）；标准答案和回答都一个片段也没有时算全对（1.0）。"""
+    if not any(gold_sets) and not any(pred_sets):
         return 1.0
-    return 2 * tp / (n_gold + n_pred)  # 等于 2PR/(P+R)
+    return span_prf(gold_sets, pred_sets)[2]
 
 
 def score(kind: str, answers, predictions) -> float:
