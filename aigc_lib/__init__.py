@@ -85,7 +85,6 @@ from .models import (
     TransformerClassifier,
     glove_step,
     skipgram_step,
-    tagger_step,
 )
 from .models.lora import LoRAGPT, LoRALinear, add_lora, merge_lora
 

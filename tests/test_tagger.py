@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from aigc_lib.models.layers import length_mask
-from aigc_lib.models.tagger import CRF, BiLSTMTagger, tagger_step
+from aigc_lib.models.tagger import CRF, BiLSTMTagger
+from aigc_lib.tasks.tagging import tagging_step
 
 
 def random_case(seed):
@@ -121,7 +122,7 @@ def test_tagger_overfits_tiny_batch(use_crf):
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     losses = []
     for _ in range(60):
-        loss = tagger_step(model, (tokens, lengths, tags))
+        loss = tagging_step(model, (tokens, lengths, tags))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -184,8 +185,8 @@ def test_config_rebuilds_model_and_pretrained_embeddings_are_used():
         model(tokens, torch.zeros_like(lengths))
 
 
-def test_tagger_trains_through_fit_with_tagger_step():
-    """训练引擎 fit 用 step=tagger_step 训练，损失下降、能记住这一小批。"""
+def test_tagger_trains_through_fit_with_tagging_step():
+    """训练引擎 fit 用 step=tagging_step 训练，损失下降、能记住这一小批。"""
     from aigc_lib.core.training import fit
 
     torch.manual_seed(0)
@@ -195,7 +196,7 @@ def test_tagger_trains_through_fit_with_tagger_step():
         model,
         [(tokens, lengths, tags)],
         epochs=60,
-        step=tagger_step,
+        step=tagging_step,
         device="cpu",
         optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
         progress=False,

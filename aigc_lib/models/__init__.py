@@ -33,7 +33,7 @@ from .transformer import (
     scaled_dot_product_attention_explicit,
     sinusoidal_positions,
 )
-from .tagger import CRF, BiLSTMTagger, tagger_step
+from .tagger import CRF, BiLSTMTagger
 from .embeddings import GloVe, SkipGram, glove_step, negative_sampling_loss, negative_table, skipgram_step
 from .rnn import LSTMLanguageModel, LSTMState
 from .transformer import GPTBlock, GPTLanguageModel, KVCache

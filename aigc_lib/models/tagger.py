@@ -252,10 +252,14 @@ class BiLSTMTagger(nn.Module):
 
         不会切换 train/eval 模式：预测前请先调用 ``model.eval()`` 关掉 dropout。
         """
-        emissions = self(tokens, lengths)  # (B, T, K)
-        mask = length_mask(lengths.to(tokens.device), tokens.size(1))
+        return self.decode_emissions(self(tokens, lengths), lengths)
+
+    @torch.no_grad()
+    def decode_emissions(self, emissions: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """由已经算好的发射分数 (B, T, K) 解码：有 CRF 时 Viterbi，没有时逐字取最大；不含补齐位置。"""
+        emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))  # 混合精度下先升精度
         if self.crf is not None:
-            return self.crf.decode(emissions, mask)
+            return self.crf.decode(emissions, length_mask(lengths.to(emissions.device), emissions.size(1)))
         best = emissions.argmax(-1).tolist()  # (B, T)
         return [row[:n] for row, n in zip(best, lengths.tolist())]
 
@@ -267,12 +271,3 @@ class BiLSTMTagger(nn.Module):
                 "这个模型是 use_crf=False 构造的，没有转移矩阵。请用 use_crf=True 重新训练一个模型。"
             )
         return self.crf.transitions.detach()
-
-
-def tagger_step(model: BiLSTMTagger, batch) -> torch.Tensor:
-    """训练引擎调用的一步：``batch = (tokens, lengths, tags)``（已在设备上），返回标量损失。
-
-    ``fit`` 传来的总是原模型（多进程时由 ``fit`` 负责梯度同步），可以直接调用它的方法。
-    """
-    tokens, lengths, tags = batch
-    return model.loss(tokens, lengths, tags)

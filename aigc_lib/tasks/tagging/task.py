@@ -147,14 +147,9 @@ def tagging_step(model: BiLSTMTagger, batch):
     loss = model.emission_loss(emissions, lengths, tags)
     if model.training:
         return loss
-    mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.to(tokens.device).unsqueeze(1)  # (B, T)
-    if model.crf is not None:
-        paths = model.crf.decode(emissions.float(), mask)
-        predicted = torch.full_like(tags, IGNORE)
-        for i, path in enumerate(paths):
-            predicted[i, : len(path)] = torch.tensor(path, device=tags.device)
-    else:
-        predicted = emissions.argmax(-1).masked_fill(~mask, IGNORE)  # (B, T)
+    predicted = torch.full_like(tags, IGNORE)  # (B, T)：补齐位置留 -100
+    for i, path in enumerate(model.decode_emissions(emissions, lengths)):
+        predicted[i, : len(path)] = torch.tensor(path, device=tags.device)
     return loss, predicted, tags
 
 
