@@ -149,7 +149,8 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                          "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
     group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("texts", nargs="*", help="要预测的句子")
-    group.add_argument("--file", help="文本文件，每行一句")
+    group.add_argument("--file", help="要预测的文件：.txt 每行一句；.csv / .tsv / .jsonl 取 --text-col 这一列（列名那行不算）")
+    group.add_argument("--text-col", default="text", help="--file 是表格（.csv / .tsv / .jsonl）时文本所在的列（默认：text）")
     group.add_argument("--decoding", help=DECODING_HELP)
     flag(group, "--json", help="每行打印一个 JSON 对象")
 
@@ -379,13 +380,13 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .data.files import read_text
+    from .data.files import load_texts
     from .tasks import TaskError
     from .zoo import load
 
     texts = list(args.texts)
     if args.file:
-        texts += [line.strip() for line in read_text(args.file).splitlines() if line.strip()]
+        texts += load_texts(args.file, args.text_col, how_to_name="请用 --text-col 列名 指定文本所在的列。")
     if not texts:
         raise TaskError("没有要预测的内容：请在命令行里写句子，或用 --file 指定文本文件。")
     task, model, config = load(args.run, device=args.device)
@@ -668,12 +669,23 @@ def _describe(error: BaseException) -> str:
     return str(error)
 
 
+def _utf8_output() -> None:
+    """标准输出和标准错误一律写 UTF-8（以后的 Python 默认也这样，见 PEP 686）。Windows 上输出被重定向到文件
+    或管道时，Python 本来按系统的 ANSI 编码（简体中文是 GBK）写，遇到 emoji 等 GBK 里没有的字就出错退出。
+    控制台本身不受影响；标准输入不动（管道送进来的 GBK 文字照常读）。"""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``aigc`` 的入口。用户能自己改正的错误只打印一两行中文说明，退出码 2；程序自己的错误（bug）
     打印一行说明和 --debug 的提示，退出码 1。``--debug``（写在任何位置）或环境变量 ``AIGC_DEBUG=1``
     时不拦截，显示完整的堆栈。"""
     import os
 
+    _utf8_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     argv = [a for a in argv if a != "--debug"]

@@ -105,6 +105,13 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
     assert main(["predict", str(trained_run), "--file", str(gbk)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[-1] for line in printed] == ["质量很好", "太差了，退货"]
+    # 表格文件取文本列：列名和标签不会被当成句子
+    table = tmp_path / "mine.csv"
+    table.write_text("评论,情感\n质量很好,1\n太差了，退货,0\n", encoding="utf-8")
+    assert main(["predict", str(trained_run), "--file", str(table), "--text-col", "评论"]) == 0
+    assert [line.split("\t")[-1] for line in capsys.readouterr().out.strip().splitlines()] == ["质量很好", "太差了，退货"]
+    assert main(["predict", str(trained_run), "--file", str(table)]) == 2
+    assert "没有名为 'text' 的列" in (err := capsys.readouterr().err) and "--text-col" in err
 
 
 def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):

@@ -32,6 +32,7 @@ from aigc_lib.data.corpora import (
     read_text,
     review_stats,
 )
+from aigc_lib.data.files import DataFileError, load_texts
 from aigc_lib.data.text import clean_text
 
 HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
@@ -370,10 +371,32 @@ def test_load_labeled_round_trips(seed, fmt, tmp_path):
     assert load_labeled(path, text_col="评论", label_col="y") == rows
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "txt"])
+def test_load_texts_reads_the_text_column_or_the_lines(tmp_path, fmt):
+    """要预测的文本：表格文件只取文本列（列名、标签不混进来），.txt 每个非空行一条；GBK 也能读。"""
+    rng = random.Random(fmt)
+    texts = ["".join(rng.choice(HAN + list("，。 ")) for _ in range(rng.randint(1, 20))).strip() or "好" for _ in range(30)]
+    path = tmp_path / f"mine.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"评论": t, "y": i % 2}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+                        encoding="utf-8")
+    elif fmt == "txt":
+        path.write_bytes("\n\n".join(texts).encode("gbk"))
+    else:
+        with open(path, "w", encoding="gbk", newline="") as f:
+            writer = csv.writer(f, delimiter="," if fmt == "csv" else "\t")
+            writer.writerow(["id", "评论"])  # 没有标签列也行
+            writer.writerows([i, t] for i, t in enumerate(texts))
+    assert load_texts(path, text_col="评论") == texts
+    if fmt != "txt":
+        with pytest.raises(DataFileError, match="没有名为 'text' 的列.*评论"):
+            load_texts(path)
+
+
 def test_load_labeled_errors_name_the_problem(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("review,score\n很好,1\n", encoding="utf-8")
-    with pytest.raises(KeyError, match="'text'.*review"):
+    with pytest.raises(DataFileError, match="'text'.*review"):
         load_labeled(path)
     assert load_labeled(path, text_col="review", label_col="score") == [("很好", 1)]
 

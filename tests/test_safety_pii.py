@@ -188,6 +188,21 @@ def test_names_through_ner_model():
     assert masked == "电话 [手机号]，[姓名] 在[地名]工作。" and counts == {"phone": 1, "person": 1, "place": 1}
 
 
+def test_cli_output_is_utf8_even_when_the_console_encoding_is_gbk(tmp_path):
+    """Windows 上输出重定向到文件时，Python 默认按 GBK 写，emoji 写不进去、程序报错退出；aigc 一律写 UTF-8。"""
+    import subprocess
+
+    from _cli import cli_env
+
+    source = tmp_path / "聊天记录.txt"
+    source.write_text("好评👍 电话 13812345678\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "aigc_lib.cli", "mask", str(source)], capture_output=True,
+                            env=cli_env(PYTHONIOENCODING="gbk"), timeout=120)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    assert result.stdout.decode("utf-8") == "好评👍 电话 [手机号]\n"
+    assert "已遮盖" in result.stderr.decode("utf-8")
+
+
 def test_cli_mask_file_stdin_and_errors(tmp_path, capsys, monkeypatch):
     import io
 

@@ -2,6 +2,7 @@
 
     text = read_text("我的评论.txt")                                  # UTF-8、GBK、Big5、UTF-16 都能读
     pairs = load_labeled("标注.csv", text_col="评论", label_col="情感")   # [(文本, 标签), ...]
+    texts = load_texts("待预测.csv", text_col="评论")                    # 只要文本；.txt 每行一条
 
 编码怎样认出来（:func:`detect_encoding`）：
 
@@ -226,6 +227,30 @@ def _rows(f, path: Path, suffix: str):
         yield number, record
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl")  # 有列名的表格文件：按列读
+
+
+def _table_rows(path: Path, encoding: str | None, columns: dict[str, str], how_to_name: str):
+    """逐行产出 ``(行的位置说明, 列名 -> 值)``；编码自动识别，第一行数据就缺 ``columns`` 里的列时报错
+    （``columns``：列名 -> 它的角色，例如 ``{"评论": "text_col"}``；``how_to_name`` 说怎样指定列名）。"""
+    if encoding is None:
+        with open(path, "rb") as f:
+            head = f.read(SAMPLE_BYTES)
+        encoding = _detect(head, f"文件 {path}", final=len(head) < SAMPLE_BYTES)
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            for i, (number, row) in enumerate(_rows(f, path, path.suffix.lower())):
+                if i == 0:  # 第一行数据就没有这一列：多半是列名写错了
+                    for column, role in columns.items():
+                        if column not in row:
+                            raise DataFileError(f"文件 {path} 里没有名为 {column!r} 的列（{role}）；找到的列是 "
+                                                f"{list(row)}。{how_to_name}")
+                yield f"文件 {path} 第 {number} 行", row
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"文件 {path} 读到后面时不能按 {encoding} 解码了（开头看起来是 {encoding}）：文件里可能混了"
+                            "两种编码。请用文本编辑器把它另存为 UTF-8，或用 encoding=... 指定编码。") from err
+
+
 def load_labeled(
     path: str | Path,
     text_col: str = "text",
@@ -249,36 +274,45 @@ def load_labeled(
     [('很好', 1), ('太差', 0)]
     """
     path = _as_file(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".tab", ".jsonl"):
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataFileError(f"不支持的文件类型 {path.name}：load_labeled 读 .csv、.tsv 和 .jsonl；纯文本请用 read_text。")
-    if encoding is None:
-        with open(path, "rb") as f:
-            head = f.read(SAMPLE_BYTES)
-        encoding = _detect(head, f"文件 {path}", final=len(head) < SAMPLE_BYTES)
-
     pairs, kind = [], _LabelKind()
-    try:
-        with open(path, encoding=encoding, newline="") as f:
-            for number, row in _rows(f, path, suffix):
-                where = f"文件 {path} 第 {number} 行"
-                text, label = row.get(text_col), row.get(label_col)
-                if not pairs:  # 第一行数据就没有这一列：多半是列名写错了
-                    for column, role in ((text_col, "text_col"), (label_col, "label_col")):
-                        if column not in row:
-                            raise KeyError(f"文件 {path} 里没有名为 {column!r} 的列（{role}）；找到的列是 {list(row)}。"
-                                           f"请用 load_labeled(path, text_col=..., label_col=...) 指定列名。")
-                if text is None or label is None or (isinstance(label, str) and not label.strip()):
-                    missing = text_col if text is None else label_col
-                    raise DataFileError(f"{where}缺少 {missing!r} 的值：请补上，或删掉这一行。")
-                if not str(text).strip():
-                    raise DataFileError(f"{where}的 {text_col!r} 是空的：请补上文本，或删掉这一行。")
-                label = _to_label(label, where)
-                kind.check(label, where)
-                pairs.append((str(text), label))
-    except UnicodeDecodeError as err:
-        raise DataFileError(f"文件 {path} 读到后面时不能按 {encoding} 解码了（开头看起来是 {encoding}）：文件里可能混了"
-                            "两种编码。请用文本编辑器把它另存为 UTF-8，或用 encoding=... 指定编码。") from err
+    for where, row in _table_rows(path, encoding, {text_col: "text_col", label_col: "label_col"},
+                                  "请用 load_labeled(path, text_col=..., label_col=...) 指定列名。"):
+        text, label = row.get(text_col), row.get(label_col)
+        if text is None or label is None or (isinstance(label, str) and not label.strip()):
+            missing = text_col if text is None else label_col
+            raise DataFileError(f"{where}缺少 {missing!r} 的值：请补上，或删掉这一行。")
+        if not str(text).strip():
+            raise DataFileError(f"{where}的 {text_col!r} 是空的：请补上文本，或删掉这一行。")
+        label = _to_label(label, where)
+        kind.check(label, where)
+        pairs.append((str(text), label))
     if not pairs:
         raise DataFileError(f"文件 {path} 只有列名，没有数据行。")
     return pairs
+
+
+def load_texts(path: str | Path, text_col: str = "text", encoding: str | None = None,
+               how_to_name: str = "请用 load_texts(path, text_col=...) 指定文本所在的列。") -> list[str]:
+    """只要文本（例如拿去预测）：``.csv`` / ``.tsv`` / ``.jsonl`` 取 ``text_col`` 这一列（有没有标签列都行，
+    列名那一行不算）；其他文件（``.txt`` 等）每个非空行一条。首尾空白去掉，编码自动识别。
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "mine.csv")
+    >>> _ = open(path, "w", encoding="utf-8").write("评论,情感\\n很好,1\\n太差,0\\n")
+    >>> load_texts(path, text_col="评论")
+    ['很好', '太差']
+    """
+    path = _as_file(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        return [line.strip() for line in read_text(path, encoding).splitlines() if line.strip()]
+    texts = []
+    for where, row in _table_rows(path, encoding, {text_col: "文本列"}, how_to_name):
+        text = row.get(text_col)
+        if text is None or not str(text).strip():
+            raise DataFileError(f"{where}的 {text_col!r} 是空的：请补上文本，或删掉这一行。")
+        texts.append(str(text).strip())
+    if not texts:
+        raise DataFileError(f"文件 {path} 只有列名，没有数据行。")
+    return texts
