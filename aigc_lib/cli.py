@@ -2,7 +2,7 @@
 
     aigc train --task sentiment --model gru --out runs/gru
     aigc evaluate runs/gru --split test --json
-    aigc predict runs/gru "这本书很好看" "物流太慢了"
+    aigc predict runs/gru "质量很好，物流也快" "物流太慢了"
     aigc generate runs/gpt "今天" --max-new-tokens 60 --top-p 0.9 --seed 1
     aigc chat runs/sft                               # 和指令微调过的模型对话（--prompt "..." 只问一句）
     aigc pretrained list                             # 课程自带的参考模型；用 pretrained:名字 代替运行目录
@@ -122,7 +122,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                        type=_value(str, "--task", choices=tuple(TASKS)))
     group.add_argument("--model", help="模型家族（必需），见 aigc --help 的任务表")
     group.add_argument("--out", help="输出目录（必需）：best.pt、last.pt、history.json、summary.json")
-    group.add_argument("--resume", metavar="目录", help="继续这个目录里被打断的训练（不能再给 --task、--model、--out 和尺寸）")
+    group.add_argument("--resume", metavar="目录", help="继续这个目录里被打断的训练（任务、模型、尺寸、种子、混合精度都从 last.pt 读出；只能再加 --device、--strategy、--quiet）")
     # --amp、--seed 的默认值是 None：这样 _check 能看出 --resume 时有没有写它们（不写时按 off、0 训练）
     group.add_argument("--amp", default=None, type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
@@ -145,8 +145,10 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     flag(group, "--json", help="只在标准输出打印一个 JSON 对象")
 
     predict, group = add("predict", "运行目录 [句子 ...] [--file 文件] [--json]", "用训练好的模型预测几句话或一个文件",
-                         "预测。输入是命令行里的句子，或 --file 指定的文本文件（每行一句，自动识别编码）。\n"
-                         "例：aigc predict runs/gru \"这本书很好看\" \"物流太慢了\"")
+                         "预测。输入是命令行里的句子，或 --file 指定的文件（.txt 每行一句；.csv / .tsv / .jsonl 取\n"
+                         "--text-col 那一列；编码自动识别）。\n"
+                         "例：aigc predict runs/gru \"质量很好，物流也快\" \"物流太慢了\"\n"
+                         "    aigc predict runs/gru --file 评论.csv --text-col 评论")
     group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("texts", nargs="*", help="要预测的句子")
     group.add_argument("--file", help="要预测的文件：.txt 每行一句；.csv / .tsv / .jsonl 取 --text-col 这一列（列名那行不算）")
@@ -161,7 +163,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("prompt", nargs="?", default="", help="提示（默认为空）")
     group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=1, at_most=MAX_NEW_TOKENS),
-                       default=100, help=f"最多生成多少个字（默认 100，最多 {MAX_NEW_TOKENS}）")
+                       default=100, help=f"最多生成多少个字（BPE 模型是多少个词元；默认 100，最多 {MAX_NEW_TOKENS}）")
     flag(group, "--greedy", help="贪心：每步取概率最大的字")
     group.add_argument("--temperature", type=_value(float, "--temperature", above=0), default=1.0,
                        help="温度（默认 1.0；越小越保守）")
@@ -225,7 +227,26 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("action", nargs="?", default="list", help="list：列出模型库（默认；目前只有这一个动作）")
     flag(group, "--json", help="每行打印一个 JSON 对象")
     _add_course_parser(sub, new, options, flag)
+    _chinese_metavars(parser)
     return parser, parsers
+
+
+# 帮助里参数值的占位名：argparse 默认用大写的英文变量名（--device DEVICE），这里换成中文或 N / X
+METAVARS = {"run": "运行目录", "texts": "句子", "prompt": "提示", "key": "密钥", "file": "文件", "action": "动作",
+            "device": "设备", "task": "任务", "model": "模型", "out": "目录", "src": "目录", "chapters": "目录",
+            "amp": "模式", "strategy": "方式", "decoding": "方式", "split": "划分", "text_col": "列名", "stop": "字",
+            "profile": "档位", "only": "编号", "seed": "N", "limit": "N", "max_new_tokens": "N", "beam": "N",
+            "top_k": "K", "top_p": "P", "temperature": "T"}
+
+
+def _chinese_metavars(parser: argparse.ArgumentParser) -> None:
+    """给所有子命令里还没有占位名的参数换上 :data:`METAVARS` 里的名字（没列出的数值参数用 X）。"""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _chinese_metavars(child)
+        elif action.metavar is None and action.nargs != 0 and action.dest not in ("help", "command"):
+            action.metavar = METAVARS.get(action.dest, "X")
 
 
 def _size_flags() -> dict:
@@ -585,8 +606,9 @@ def _check(args, command: str) -> None:
     """argparse 之外由我们检查的：必需的参数、只能用一个的参数。"""
     required = {"train": ("task", "model", "out"), "evaluate": ("run",), "predict": ("run",), "generate": ("run",),
                 "chat": ("run",), "detect": ("key", "file", "model")}
-    missing = [("--" + name if command == "train" or name == "model" else name) for name in required.get(command, ())
-               if getattr(args, name) is None]
+    shown = {"run": "运行目录（或 pretrained:名字）", "key": "密钥", "file": "文件"}  # 位置参数在用法里的中文名
+    missing = [("--" + name if command == "train" or name == "model" else shown.get(name, name))
+               for name in required.get(command, ()) if getattr(args, name) is None]
     if command == "train" and args.resume is not None:
         given = [flag for flag, value in (("--task", args.task), ("--model", args.model), ("--out", args.out),
                                           ("--amp", args.amp), ("--seed", args.seed)) if value is not None]
@@ -597,7 +619,7 @@ def _check(args, command: str) -> None:
                              f"目录里的 last.pt 读出（只有 --device、--strategy、--quiet 可以一起写）", command)
         return
     if missing:
-        raise UsageError(f"缺少必需的参数：{', '.join(missing)}", command)
+        raise UsageError(f"缺少必需的参数：{'、'.join(missing)}", command)
     if command == "pretrained" and args.action != "list":
         raise UsageError(f"aigc pretrained 只有 list 一个动作，收到 {args.action!r}", command)
     if command == "course run" and args.inplace and args.out is not None:
@@ -628,6 +650,9 @@ def _parse(argv: list[str]):
     elif len(words) == 1 and command == "generate" and args.run is not None and not args.prompt:
         args.prompt = words[0]
         unknown = [a for a in unknown if a.startswith("-")]
+    if unknown and command == "generate" and words:
+        raise UsageError(f"只能给一段提示，多出来的是：{' '.join(words)}。提示里有空格时请用引号括起来，"
+                         "例如 aigc generate runs/gpt \"今天 天气\"", command)
     if unknown:
         raise UsageError(f"不认识的参数：{' '.join(unknown)}", command)
     if args.command is None:

@@ -2,6 +2,7 @@
 在测试里登记一个玩具任务，经 aigc 训练、评估、预测。"""
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -128,7 +129,7 @@ def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
     assert "不是 aigc train 写出的检查点" in capsys.readouterr().err
     # 命令行写错：一行中文说明，指向对应子命令的 --help，退出码 2；argparse 的英文提示一个字也不出现
     for argv, expected in [
-        (["evaluate"], "aigc evaluate：错误：缺少必需的参数：run。用 aigc evaluate --help 查看用法。"),
+        (["evaluate"], "aigc evaluate：错误：缺少必需的参数：运行目录（或 pretrained:名字）。用 aigc evaluate --help 查看用法。"),
         (["train", "--model", "gru", "--out", "x"], "aigc train：错误：缺少必需的参数：--task。"),
         (["frobnicate"], "aigc：错误：没有子命令 'frobnicate'，可选：train, evaluate"),
         (["course", "frob"], "aigc course：错误：没有子命令 'frob'，可选：run, build"),
@@ -143,6 +144,8 @@ def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
         (["train", "--task", "sentiment", "--model", "gru", "--out", "x", "--quiet=1"], "参数 --quiet 不带值"),
         (["evaluate", "x", "--bogus"], "aigc evaluate：错误：不认识的参数：--bogus。用 aigc evaluate --help 查看用法。"),
         (["evaluate", "x", "--js"], "不认识的参数：--js"),  # 不接受缩写（allow_abbrev=False）
+        (["generate", "x", "今天", "明天"], "只能给一段提示，多出来的是：明天。提示里有空格时请用引号括起来"),
+        (["detect"], "缺少必需的参数：密钥、文件、--model"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -437,7 +440,7 @@ def test_register_rejects_a_size_name_with_another_meaning():
     assert "clash" not in TASKS
 
 
-def test_help_is_chinese():
+def test_help_is_chinese(capsys):
     result = run_aigc("--help")
     assert result.returncode == 0 and "训练" in result.stdout and "用法" in result.stdout
     assert "usage" not in result.stdout and "options" not in result.stdout
@@ -445,6 +448,14 @@ def test_help_is_chinese():
         sub = run_aigc(command, "--help")
         assert sub.returncode == 0 and "显示帮助并退出" in sub.stdout and "用法：aigc " + command in sub.stdout
         assert "usage" not in sub.stdout and "options" not in sub.stdout and "positional" not in sub.stdout
+    # 参数值的占位名也不是 argparse 默认的大写英文变量名（--device DEVICE、run）
+    for command in (["train"], ["evaluate"], ["predict"], ["generate"], ["chat"], ["mask"], ["detect"], ["pretrained"],
+                    ["course", "run"], ["course", "build"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        assert not re.search(r"--[a-z-]+ [A-Z][A-Z_]+\b", text), (command, text)
+        assert not re.search(r"^  (run|texts|prompt|key|file|action) ", text, re.M), (command, text)
 
 
 def _free_port():
