@@ -89,6 +89,14 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     def options(p, title="选项"):
         group = p.add_argument_group(title)
         group.add_argument("-h", "--help", action="help", help="显示帮助并退出")
+        plain = group.add_argument
+
+        def add_argument(*names, **kwargs):  # 参数值的占位名默认用 METAVARS 里的中文（或 X），见下
+            if kwargs.get("action") is None and "metavar" not in kwargs:
+                kwargs["metavar"] = METAVARS.get(names[-1].lstrip("-").replace("-", "_"), "X")
+            return plain(*names, **kwargs)
+
+        group.add_argument = add_argument
         return group
 
     def flag(group, *names, **kwargs):  # 不带值的开关
@@ -227,26 +235,15 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("action", nargs="?", default="list", help="list：列出模型库（默认；目前只有这一个动作）")
     flag(group, "--json", help="每行打印一个 JSON 对象")
     _add_course_parser(sub, new, options, flag)
-    _chinese_metavars(parser)
     return parser, parsers
 
 
-# 帮助里参数值的占位名：argparse 默认用大写的英文变量名（--device DEVICE），这里换成中文或 N / X
+# 帮助里参数值的占位名：argparse 默认用大写的英文变量名（--device DEVICE），这里换成中文；没列出的用 X
 METAVARS = {"run": "运行目录", "texts": "句子", "prompt": "提示", "key": "密钥", "file": "文件", "action": "动作",
             "device": "设备", "task": "任务", "model": "模型", "out": "目录", "src": "目录", "chapters": "目录",
             "amp": "模式", "strategy": "方式", "decoding": "方式", "split": "划分", "text_col": "列名", "stop": "字",
             "profile": "档位", "only": "编号", "seed": "N", "limit": "N", "max_new_tokens": "N", "beam": "N",
             "top_k": "K", "top_p": "P", "temperature": "T"}
-
-
-def _chinese_metavars(parser: argparse.ArgumentParser) -> None:
-    """给所有子命令里还没有占位名的参数换上 :data:`METAVARS` 里的名字（没列出的数值参数用 X）。"""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _chinese_metavars(child)
-        elif action.metavar is None and action.nargs != 0 and action.dest not in ("help", "command"):
-            action.metavar = METAVARS.get(action.dest, "X")
 
 
 def _size_flags() -> dict:
