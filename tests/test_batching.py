@@ -197,3 +197,12 @@ def test_make_loader_defaults_are_windows_safe():
     pickle.loads(pickle.dumps(ds))
     with pytest.raises(ValueError, match="空"):
         make_loader([], batch_size=2)
+
+
+def test_make_loader_distributed_true_needs_an_initialized_group():
+    """distributed=True 是"一定要按进程切分"：没有 torchrun / init_process_group 时说清楚，而不是悄悄不切分。"""
+    data = [([1, 2, 3], 0), ([4], 1)]
+    with pytest.raises(RuntimeError, match="torch.distributed 还没有初始化"):
+        make_loader(data, batch_size=2, distributed=True)
+    for distributed in (None, False):  # 默认：没有初始化就不切分；False：从不切分
+        assert sum(len(labels) for _, _, labels in make_loader(data, batch_size=1, distributed=distributed)) == 2

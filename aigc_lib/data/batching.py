@@ -253,12 +253,16 @@ def _lengths_of(dataset: Dataset) -> list[int]:
     return [len(dataset[i][0]) for i in range(len(dataset))]
 
 
-def _distributed_world() -> tuple[int, int]:
-    """(进程数, 本进程编号)；没有初始化 torch.distributed 时是 (1, 0)。"""
+def _distributed_world(required: bool = False) -> tuple[int, int]:
+    """(进程数, 本进程编号)；没有初始化 torch.distributed 时是 (1, 0)，``required`` 时报错。"""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
+    if required:
+        raise RuntimeError("make_loader(distributed=True)：torch.distributed 还没有初始化，没法按进程切分数据。"
+                           "请用 torchrun 启动并先调用 torch.distributed.init_process_group，"
+                           "或者不写 distributed（默认 None：初始化了才切分）。")
     return 1, 0
 
 
@@ -294,7 +298,8 @@ def make_loader(
         drop_last: 是否丢弃最后一个不满的批。
         seed: 打乱用的种子；同一 seed 得到同样的批顺序。
         bucket_size: 分桶时一块包含多少批（见 :class:`BucketBatchSampler`）。
-        distributed: 是否按 torchrun 的进程切分数据。默认 None：torch.distributed 已初始化时自动切分。
+        distributed: 是否按 torchrun 的进程切分数据。默认 None：torch.distributed 已初始化时自动切分；
+            True：一定切分（没有初始化时报错）；False：不切分。
 
     分桶时 ``loader.batch_sampler`` 是 :class:`BucketBatchSampler`，可以调用
     ``loader.batch_sampler.set_epoch(e)``。开 num_workers>0 时，在 Windows 上脚本必须写在
@@ -314,7 +319,7 @@ def make_loader(
         pin_memory = torch.cuda.is_available()
     if bucket is None:
         bucket = shuffle
-    num_replicas, rank = _distributed_world() if distributed in (None, True) else (1, 0)
+    num_replicas, rank = (1, 0) if distributed is False else _distributed_world(required=distributed is True)
     common = dict(
         collate_fn=collate_fn,
         num_workers=num_workers,
