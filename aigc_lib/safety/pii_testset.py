@@ -163,9 +163,12 @@ def pii_scores(gold, pred) -> dict:
     found = {kind for spans in gold_sets + pred_sets for _, _, kind in spans}
     kinds = [k for k in TAGS if k in found] + sorted(found - set(TAGS))
 
-    def scores(keep) -> dict:
-        g = [{s for s in spans if keep(s[2])} for spans in gold_sets]
-        precision, recall, f1 = span_prf(g, [{s for s in spans if keep(s[2])} for spans in pred_sets])
+    def scores(kind: str | None) -> dict:  # kind=None：所有类别合在一起（micro）
+        def of_kind(spans):
+            return {s for s in spans if kind in (None, s[2])}
+
+        g = [of_kind(spans) for spans in gold_sets]
+        precision, recall, f1 = span_prf(g, [of_kind(spans) for spans in pred_sets])
         return {"precision": precision, "recall": recall, "f1": f1, "support": sum(map(len, g))}
 
-    return {**{kind: scores(lambda k, kind=kind: k == kind) for kind in kinds}, "micro": scores(lambda k: True)}
+    return {**{kind: scores(kind) for kind in kinds}, "micro": scores(None)}
