@@ -42,7 +42,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "14_large_models.ipynb": {"0.076": "Kaplan 等（2020）测得的 α_N",
                               "0.34": "Hoffmann 等（2022）拟合的参数量指数", "0.28": "Hoffmann 等（2022）拟合的词元数指数",
                               "1.4": "Chinchilla 的训练词元数 1.4T（Hoffmann 等，2022）"},
-    "16_responsible_aigc.ipynb": {"2.33": "正态分布的 1% 分位点（Kirchenbauer 等，2023 的阈值；练习 2 题目给定）",
+    "16_responsible_aigc.ipynb": {"2.33": "正态分布的 1% 分位点（练习 2 题目给定的放宽阈值）",
                                   "37.5": "练习 2 答案手算 Tγ(1−γ) = 200 × 0.25 × 0.75",
                                   "64.3": "练习 2 答案手算 50 + 2.33 × √37.5"},
 }
