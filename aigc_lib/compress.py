@@ -143,7 +143,9 @@ def sparsity(model: nn.Module, modules=PRUNABLE) -> dict:
         ``"overall"``：全部参数（含偏置、嵌入等）中 0 的比例。
         ``"prunable"``：``magnitude_prune`` 会剪的那些权重（同一个 ``modules``）中 0 的比例，
             用来核对“要求剪 50%，是否真剪了 50%”。
-        ``"per_tensor"``：``{参数名: 0 的比例}``，参数名与 ``state_dict`` 一致，如 ``"0.weight"``。
+        ``"per_tensor"``：``{参数名: 0 的比例}``，参数名是 ``make_permanent`` 之后 ``state_dict`` 里的名字，
+            如 ``"0.weight"``（剪枝之后、``make_permanent`` 之前，``state_dict`` 里存的是 ``"0.weight_orig"`` 和
+            ``"0.weight_mask"``，这里报告的是两者相乘、真正参与计算的那个权重）。
         ``"zeros"``、``"total"``：全部参数里 0 的个数和参数总数。
 
     >>> sparsity(nn.Linear(4, 2))["overall"]

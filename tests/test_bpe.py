@@ -20,7 +20,6 @@ from aigc_lib.data.bpe import (
     BPETokenizer,
     byte_tie_order,
     chars_per_token,
-    chars_per_token_table,
     split_chunks,
     train_bpe,
 )
@@ -334,14 +333,6 @@ def test_chars_per_token_against_counting_by_hand(train_lines, test_lines):
     assert chars_per_token(text, ours.encode) == len(text) / len(theirs.encode(text).ids)  # 另一份实现数的词元
     with pytest.raises(ValueError, match="文本是空的"):
         chars_per_token("", list)
-
-
-def test_chars_per_token_table(train_lines, test_lines):
-    text = "".join(test_lines[:200])
-    table = chars_per_token_table(text, train_lines[:300], vocab_sizes=(300, 600))
-    assert list(table) == ["字", "jieba 词", "BPE 300", "BPE 600"]
-    assert table["BPE 600"] == chars_per_token(text, train_bpe(train_lines[:300], 600).encode)
-    assert table["BPE 300"] < table["BPE 600"] and table["字"] == 1.0 < table["jieba 词"]
 
 
 def test_public_names_and_doctests():

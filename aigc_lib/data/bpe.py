@@ -25,23 +25,21 @@
 - 编号不同：这里字节 ``b`` 的编号就是 ``b``（0..255），HF 按字节的可见字符的码位给它们编号；
   合并出的词元两边都从 256 开始按产生的顺序编号，所以只需换算前 256 个。
 
-本模块只依赖标准库和 ``regex``（标准库的 ``re`` 不认识 ``\\p{L}`` 这类 Unicode 类别），可以单独复制；
-只有比较压缩率的 :func:`chars_per_token_table` 另外用到 jieba。
+本模块只依赖标准库和 ``regex``（标准库的 ``re`` 不认识 ``\\p{L}`` 这类 Unicode 类别），可以单独复制。
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import regex
 
-__all__ = ["GPT2_SPLIT_PATTERN", "BPETokenizer", "byte_tie_order", "chars_per_token", "chars_per_token_table",
-           "split_chunks", "train_bpe"]
+__all__ = ["GPT2_SPLIT_PATTERN", "BPETokenizer", "byte_tie_order", "chars_per_token", "split_chunks",
+           "train_bpe"]
 
 # GPT-2 的预切分正则（HF ByteLevel 预切分用的就是它）。各分支依次是：英文缩写 's 't ...；
 # 可带一个前导空格的字母串；数字串；既非空白、也非字母数字的符号串；不紧贴下一个词的空白；其余空白。
@@ -314,21 +312,3 @@ def chars_per_token(text: str, tokenize: Callable[[str], Sequence]) -> float:
         raise ValueError("文本是空的，算不出每个词元几个字符；请给一段非空文本（例如测试集全文）。")
     return len(text) / len(tokenize(text))
 
-
-def chars_per_token_table(text: str, train_text: str | Iterable[str],
-                          vocab_sizes: Iterable[int] = (512, 1024, 2048, 4096)) -> dict[str, float]:
-    """在 ``text`` 上比较按字、jieba 词、几种大小的 BPE（在 ``train_text`` 上训练）每个词元几个字符。
-
-    返回 ``{"字": 1.0, "jieba 词": ..., "BPE 512": ..., ...}``。注意按字、按词的词表要有几千上万个
-    才能覆盖测试集（没见过的字只能记成 ``<unk>``），BPE 的词表小得多却没有 ``<unk>``：没见过的字
-    退回到字节，多占几个词元而已。
-    """
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    table = {"字": chars_per_token(text, list), "jieba 词": chars_per_token(text, jieba.lcut)}
-    if not isinstance(train_text, str):
-        train_text = list(train_text)  # 下面要用好几次
-    for vocab_size in vocab_sizes:
-        table[f"BPE {vocab_size}"] = chars_per_token(text, train_bpe(train_text, vocab_size).encode)
-    return table

@@ -45,7 +45,11 @@ def fused_log_prob(model: Seq2SeqTransformer, lm, syllable_lists, texts, src_voc
                    lm_vocab: Vocab, weight: float, batch_size: int = 512) -> list[float]:
     """"老师强制"算每对 (音节列表, 汉字串) 的浅融合总分 :math:`\\log p_\\text{seq2seq}(y, \\langle eos\\rangle \\mid s)
     + λ \\sum_t \\log p_\\text{LM}(y_t \\mid \\text{，} y_{<t})`，与 ``fused_convert(..., nbest=True)`` 给束里候选的总分
-    算法相同（读音约束只删候选、不改概率，这里不需要它）。"""
+    算法相同（读音约束只删候选、不改概率，这里不需要它）。
+
+    只有一处不同：束里的候选只含 ``tgt_vocab`` 里的字，而词网格给的候选可能有 ``tgt_vocab`` 之外的字。
+    这样的字，seq2seq 一项按 ``<unk>`` 打分（它写不出这个字），语言模型一项按这个字本身打分（``lm_vocab``
+    里也没有时才按 ``<unk>``）。"""
     device = next(model.parameters()).device
     context_id = lm_vocab.stoi.get(LM_CONTEXT, lm_vocab.unk_id)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # 长度相近的放一批，少补齐

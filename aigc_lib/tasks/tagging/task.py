@@ -4,7 +4,7 @@
 
     句子   [("江", "nr"), ("泽民", "nr"), ("访问", "v"), ("北京", "ns")]
     字     江     泽     民     访     问     北     京
-    segment  B      E      ...（单字词 S，多字词 B M…M E；“江”是单字词，所以是 S）
+    segment  S      B      E      B      E      B      E        （单字词 S，多字词 B M…M E）
     pos      B-nr   B-nr   I-nr   B-v    I-v    B-ns   I-ns     （每个词的第一个字 B-词性，其余 I-词性）
     ner      B-PER  I-PER  I-PER  O      O      B-LOC  I-LOC    （nr/ns/nt -> PER/LOC/ORG）
 
