@@ -19,7 +19,6 @@ MFU 只在 CUDA 上计算：CPU 没有一个公认的"峰值"，这里只报告�
 本进程实际花掉的 CPU 时间不受影响（与 benchmarks/generation_speed.py 相同）。
 """
 
-import argparse
 import time
 
 import torch
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from aigc_lib.models import GPTLanguageModel
 from aigc_lib.core.runtime import device, seed_everything
 from aigc_lib.core.training import fit
+from zh_args import ChineseArgumentParser
 
 # 各种 GPU 的 bf16 稠密（非稀疏）张量核心峰值，单位 TFLOPS（厂商数据表）。按名字里的关键词匹配，先匹配先得。
 PEAK_BF16_TFLOPS = [
@@ -56,7 +56,7 @@ def flops_per_token(model: GPTLanguageModel, context_len: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="GPT 训练吞吐与 MFU")
+    parser = ChineseArgumentParser(description="GPT 训练吞吐与 MFU")
     for key in ("d_model", "num_heads", "num_layers", "context_len", "batch_size", "batches", "vocab"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="CUDA 上不用 torch.compile")

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from aigc_lib.core.runtime import profile as current_profile
 from aigc_lib.tasks import get_task
+from zh_args import ChineseArgumentParser
 
 # (项目名, --task, --model)：按重要程度排列；比较的指标是任务自己的 Task.metric
 JOBS = [
@@ -100,7 +100,7 @@ def save(out: Path, profile: str, jobs: dict, values: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     names = [job[0] for job in JOBS]
-    parser = argparse.ArgumentParser(description="用 aigc train / evaluate 测每个任务，与课程的质量门槛对照")
+    parser = ChineseArgumentParser(description="用 aigc train / evaluate 测每个任务，与课程的质量门槛对照")
     parser.add_argument("--profile", choices=sorted(BARS), default=None, help="运行档位（默认按 AIGC_PROFILE）")
     parser.add_argument("--only", default=None, help=f"只测这些项目，逗号分隔：{','.join(names)}")
     parser.add_argument("--budget", type=float, default=None, help="总秒数；用完后不再开始新的一项")

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from zh_args import ChineseArgumentParser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,7 @@ def export(name: str, out_root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="重新训练并导出课程的参考模型")
+    parser = ChineseArgumentParser(description="重新训练并导出课程的参考模型")
     parser.add_argument("--only", default="", help="只处理这些（逗号隔开）：" + ", ".join(RECIPES))
     parser.add_argument("--lanes", type=int, default=1, help="同时训练几个（每个 1 个线程）")
     parser.add_argument("--out", default=str(ROOT / "runs" / "reference"), help="训练结果放在哪里")

@@ -18,13 +18,13 @@ gensim 用 2 个工作线程，我们在 CPU 上也用 2 个工作线程（worke
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 from aigc_lib.data.corpora import packaged_text, parse_tagged_line
 from aigc_lib.data.wordvectors import train_skipgram_fast
+from zh_args import ChineseArgumentParser
 
 SETTINGS = dict(dim=100, window=5, min_freq=5, negative=5, sample=1e-3, epochs=1)
 WORKERS = 2
@@ -68,7 +68,7 @@ def time_ours(sentences, device: str, seed: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ChineseArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="每边跑几次（取最快的一次）")
     args = parser.parse_args()
     torch.set_num_threads(WORKERS)

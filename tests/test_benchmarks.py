@@ -213,3 +213,28 @@ def test_fit_overhead_runs_both_loops_on_the_same_work(monkeypatch):
     speeds = bench.interleaved_throughput({"fit": lambda: bench.through_fit(cfg, dev),
                                            "bare": lambda: bench.bare_loop(cfg, dev)}, dev, repeats=3, warmup=0)
     assert [len(v) for v in speeds.values()] == [3, 3] and all(x > 0 for v in speeds.values() for x in v)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--lanes", "two"], "参数 --lanes 要一个整数，收到的是 'two'"),
+    (["--lanes"], "参数 --lanes 后面要跟一个值"),
+    (["--export-only=1"], "参数 --export-only 不带值，却收到了 '1'"),
+    (["--bogus", "1"], "不认识的参数：--bogus 1"),
+])
+def test_benchmark_scripts_speak_chinese(args, expected):
+    # 在子进程里像用户一样运行：写错参数时返回 2，打印中文用法和说明，不出现 argparse 的英文
+    script = BENCHMARKS / "train_reference.py"
+    wrong = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, encoding="utf-8")
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.startswith("用法：train_reference.py") and expected in wrong.stderr
+    assert "usage" not in wrong.stderr and "error" not in wrong.stderr
+
+
+def test_benchmark_help_and_untranslated_messages():
+    help_text = subprocess.run([sys.executable, str(BENCHMARKS / "quality_bars.py"), "--help"],
+                               capture_output=True, text=True, encoding="utf-8", check=True).stdout
+    assert help_text.startswith("用法：quality_bars.py") and "选项" in help_text and "显示帮助并退出" in help_text
+    assert "--budget X" in help_text and "--profile {cpu,gpu,smoke}" in help_text and "options" not in help_text
+    zh_args = load("zh_args")
+    assert zh_args.chinese_message("argument --x: invalid float value: 'a'") == "参数 --x 要一个数，收到的是 'a'"
+    assert zh_args.chinese_message("something new") == "something new"  # 不认识的原样留下
