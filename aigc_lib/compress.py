@@ -215,7 +215,8 @@ def quantize_dynamic_int8(
     量化后的模型只能推理，不能训练，也只能在 CPU 上运行。
 
     参数：
-        model：在 CPU 上的 float 模型（GPU 上训练的，先 ``model.cpu()``）。剪过枝的模型先 ``make_permanent``。
+        model：在 CPU 上的 float 模型（GPU 上训练的，先 ``model.cpu()``）。剪过枝的模型先 ``make_permanent``，
+            否则抛 ``ValueError``。
         modules：要量化的层类型。
         engine：量化后端，None 时自动选择本机支持的（x86 / fbgemm / qnnpack）。
 
@@ -223,6 +224,11 @@ def quantize_dynamic_int8(
     >>> q(torch.randn(2, 8)).shape
     torch.Size([2, 4])
     """
+    if prune.is_pruned(model):
+        raise ValueError(
+            "模型还带着剪枝的掩码（weight_orig + weight_mask，weight 是每次前向现算的）：量化前请先 "
+            "make_permanent(model) 把 0 写进权重。"
+        )
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.device.type != "cpu":
             raise RuntimeError(

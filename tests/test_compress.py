@@ -284,6 +284,21 @@ def test_quantize_a_bare_layer_and_reject_non_cpu_models():
         quantize_dynamic_int8(nn.Linear(4, 4, device="meta"))
 
 
+def test_quantize_a_pruned_model_only_after_make_permanent():
+    # 剪枝后、训练过一步：weight 是连着计算图的现算张量，PyTorch 复制模型时报一句英文；我们先说清楚
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    magnitude_prune(model, 0.9)
+    model(torch.randn(4, 16)).sum().backward()
+    with pytest.raises(ValueError, match="make_permanent"):
+        quantize_dynamic_int8(model)
+    make_permanent(model)
+    q = quantize_dynamic_int8(model)
+    for layer, quantized in [(model[0], q[0]), (model[2], q[2])]:  # 剪掉的 0 在 int8 里仍是 0
+        zeros = layer.weight == 0
+        assert zeros.float().mean() > 0.85 and torch.all(quantized.weight().dequantize()[zeros] == 0)
+
+
 # ---------------------------------------------------------------- 蒸馏
 
 
