@@ -258,3 +258,51 @@ def test_course_help_is_chinese(capsys):
         assert "用法：" in out and "显示帮助并退出" in out, argv
     assert main(["course"]) == 2  # 只写 aigc course：打印帮助
     assert "run" in capsys.readouterr().out
+
+
+def test_run_out_refuses_to_overwrite_someone_elses_notebook(tiny_course, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "01_good.ipynb").write_text('{"my": "notebook"}', encoding="utf-8")
+    assert main(["course", "run", "--chapters", str(tiny_course), "--profile", "smoke", "--only", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / '01_good.ipynb'} 已经存在" in err and "不是 aigc course run 写出的目录" in err
+    assert "请换一个空的或新的目录" in err and len(err.strip().splitlines()) == 1
+    assert (out / "01_good.ipynb").read_text(encoding="utf-8") == '{"my": "notebook"}'
+    assert sorted(p.name for p in out.iterdir()) == ["01_good.ipynb"]  # 什么都没写
+
+
+def test_run_out_twice_into_the_same_folder_keeps_unrelated_files(tiny_course, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("我的笔记", encoding="utf-8")
+    for _ in range(2):  # 第二次：目录里的 01_good.ipynb 是上一次写的，照常覆盖
+        assert main(["course", "run", "--chapters", str(tiny_course), "--profile", "smoke", "--only", "1",
+                     "--out", str(out)]) == 0
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "我的笔记"
+    assert (out / course.RUN_MARKER).is_file() and (out / "01_good.ipynb").is_file()
+
+
+def test_build_refuses_to_overwrite_someone_elses_index(tiny_course, tmp_path, capsys):
+    out = tmp_path / "site3"
+    out.mkdir()
+    (out / "index.html").write_text("MY PAGE", encoding="utf-8")
+    assert main(["course", "build", "--src", str(tiny_course), "--only", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'index.html'} 已经存在" in err and "不是 aigc course build 写出的目录" in err
+    assert (out / "index.html").read_text(encoding="utf-8") == "MY PAGE"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]  # 什么都没写
+
+
+def test_build_again_into_the_same_folder_keeps_unrelated_files(tiny_course, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "notes.txt").write_text("我的笔记", encoding="utf-8")
+    course_site.build_site(tiny_course, out, only="1")
+    assert (out / course_site.SITE_MARKER).is_file()
+    course_site.build_site(tiny_course, out, only="1")  # 有标记文件：照常覆盖自己写的页面
+    (out / course_site.SITE_MARKER).unlink()  # 加标记文件之前生成的网站（认 assets/course.css）也能重新生成
+    course_site.build_site(tiny_course, out, only="1")
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "我的笔记"
+    assert (out / "01_good.html").is_file() and (out / course_site.SITE_MARKER).is_file()

@@ -23,6 +23,7 @@ from ..console import display_width, pad
 
 PROFILES = ("smoke", "cpu", "gpu")
 CHAPTER_NAME = re.compile(r"(\d\d)_[A-Za-z0-9_]+\.ipynb")
+RUN_MARKER = ".aigc-course-run"  # aigc course run --out 留在输出目录里的标记文件，见 claim_output
 
 
 class CourseError(Exception):
@@ -68,6 +69,30 @@ def select_chapters(chapters: list[Path], only: str | list[str] | None) -> list[
     if not numbers:
         raise CourseError(f"--only 里没有章节编号。可选的章节编号：{', '.join(available)}。")
     return [path for path in chapters if chapter_number(path) in numbers]
+
+
+# ----------------------------------------------------------------------------------------------
+# 输出目录：不覆盖别人的文件
+# ----------------------------------------------------------------------------------------------
+
+def claim_output(out: str | Path, names, command: str, marker: str, ours=None) -> Path:
+    """准备输出目录 ``out``（必要时建好它）并留下标记文件 ``marker``，返回它的 ``Path``。
+
+    目录里有 ``marker`` 说明是 ``command`` 以前写的，照常覆盖。没有标记时，``names``（这次要写的文件，
+    相对于 ``out``）里只要有一个已经存在，就拒绝并说明是哪个文件：那是别人的文件，什么都不删、不改。
+    ``ours(out)`` 返回 True 时也当作自己写的（给加标记文件之前生成的旧目录用）。
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise CourseError(f"--out {path} 是一个已有的文件，不是目录：请换一个目录名。")
+    if path.is_dir() and not (path / marker).exists() and not (ours and ours(path)):
+        for name in names:
+            if os.path.lexists(path / name):
+                raise CourseError(f"{path / name} 已经存在，而 {path}/ 不是 {command} 写出的目录，覆盖会丢掉这个文件："
+                                  f"请换一个空的或新的目录（--out），或者确认不要它之后自己删掉它。")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / marker).write_text(f"这个目录由 {command} 写出；再次运行时会覆盖它写过的文件。\n", encoding="utf-8")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,6 +226,7 @@ def run_course(chapters_dir: str | Path = "chapters", profile: str | None = None
 
     ``inplace=True`` 把执行结果写回原 notebook（刷新提交的输出）；否则写进 ``out``（默认
     ``runs/course/<profile>/``）。出错的那一章不会写回原文件；写到 ``out`` 时会保存下来，方便打开查看。
+    ``out`` 里已有同名、却不是这个命令写的 notebook 时，什么都不运行就报错（见 :func:`claim_output`）。
     """
     import nbformat
 
@@ -217,8 +243,8 @@ def run_course(chapters_dir: str | Path = "chapters", profile: str | None = None
         raise CourseError("--inplace 和 --out 只能选一个：--inplace 写回原文件，--out 写到另一个目录。")
     chapters = select_chapters(find_chapters(chapters_dir), only)
     target = None if inplace else Path(out) if out is not None else Path("runs") / "course" / profile
-    if target is not None:
-        target.mkdir(parents=True, exist_ok=True)
+    if target is not None:  # 默认的 runs/course/<档位>/ 本来就归这个命令用，只检查用户用 --out 指定的目录
+        claim_output(target, [] if out is None else [path.name for path in chapters], "aigc course run", RUN_MARKER)
 
     results = [ChapterRun(path.name) for path in chapters]
     where = "写回原文件" if inplace else f"写到 {target}/"

@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import PROFILES, CourseError, chapter_number, find_chapters, select_chapters
+from .run import PROFILES, CourseError, chapter_number, claim_output, find_chapters, select_chapters
 
 # ----------------------------------------------------------------------------------------------
 # aigc course build：离线网站
@@ -32,6 +32,7 @@ SITE_TITLE = "AIGC 文本模型训练与优化"
 FONT_STACK = ('"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", '
               '"WenQuanYi Micro Hei", "AIGC Noto Sans CJK SC", sans-serif')
 FALLBACK_FONT = ("mplfonts", "fonts/NotoSansCJKsc-Regular.otf")  # SIL 开源字体许可证，可以随网站分发
+SITE_MARKER = ".aigc-site"  # aigc course build 留在网站目录里的标记文件，见 run.claim_output
 SLIDE_LINE_BUDGET = 22  # 自动分页时一页幻灯片大约放得下的行数（一张图按 12 行算）
 
 # 页面公用的 MathJax 设置。jupyter-server-mathjax 只带 STIX-Web 网页字体（以及把 TeX 输入和 HTML-CSS 输出
@@ -382,7 +383,7 @@ def _write_offline(path: Path, text: str) -> None:
     remote = find_remote_references(text)
     if remote:
         raise CourseError(f"{path.name} 引用了站外的资源，离线时打不开：{remote[:3]}。"
-                          "这是 aigc_lib/course.py 的问题，请报告。")
+                          "这是 aigc_lib/course/site.py 的问题，请报告。")
     path.write_text(text, encoding="utf-8")
 
 
@@ -431,17 +432,27 @@ def index_html(chapters: list[ChapterInfo], title: str = SITE_TITLE) -> str:
 """
 
 
+def _built_before_markers(out: Path) -> bool:
+    """``out`` 是不是还没有标记文件时由 aigc course build 生成的网站：``assets/course.css`` 的第一行是我们写的。"""
+    try:
+        with open(out / "assets" / "course.css", encoding="utf-8") as css:
+            return css.readline() == COURSE_CSS.splitlines(keepends=True)[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def build_site(src: str | Path = "chapters", out: str | Path = "site", only=None) -> list[Path]:
     """把 ``src`` 里（执行过的）章节生成一个离线网站，返回写出的 HTML 文件。
 
     ``out/index.html`` 是目录；每章一页 ``NN_name.html``（带上一章、下一章的链接）和一套幻灯片
     ``NN_name.slides.html``；``out/assets/`` 里是 MathJax、reveal.js 和样式。notebook 本身不会被改动。
+    ``out`` 里已有这些文件（或 ``assets/``）、却不是这个命令生成的时，什么都不写就报错（见 ``claim_output``）。
     """
     import nbformat
 
     paths = select_chapters(find_chapters(src), only)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    names = ["index.html", "assets"] + [path.stem + suffix for path in paths for suffix in (".html", ".slides.html")]
+    out = claim_output(out, names, "aigc course build", SITE_MARKER, ours=_built_before_markers)
     copy_assets(out)
     notebooks = [nbformat.read(path, as_version=4) for path in paths]
     chapters = [chapter_info(path, nb) for path, nb in zip(paths, notebooks)]
