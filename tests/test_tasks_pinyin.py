@@ -20,8 +20,10 @@ from aigc_lib.tasks.pinyin.data import (
     is_chinese,
     parse_pinyin,
     pinyin_pairs,
+    pinyin_syllables,
     seq2seq_collate,
     split_clauses,
+    split_syllables,
     to_pinyin,
 )
 
@@ -38,6 +40,63 @@ def test_pinyin_helpers():
     with pytest.raises(ValueError, match="无法识别的音节"):
         parse_pinyin("wo3 men")
     assert is_chinese("中文") and not is_chinese("中文ａ") and not is_chinese("")
+
+
+def test_parse_pinyin_rejects_letters_that_are_not_syllables():
+    """只有小写字母还不够：每个音节都要是普通话里真有的，否则模型会"自信地"写出胡话。"""
+    with pytest.raises(ValueError, match=re.escape("无法识别的音节 ['jjjjj', 'qqq']：普通话里没有这样的音节")) as info:
+        parse_pinyin("jjjjj qqq")
+    assert "要用空格" not in str(info.value)  # 切不成音节：不给加空格的建议
+    with pytest.raises(ValueError, match=re.escape("['iphone']")):
+        parse_pinyin("wo de iphone")
+    with pytest.raises(ValueError, match=re.escape("['r']")):  # 儿化的 r 不单独成音节
+        parse_pinyin("hua r")
+
+
+@pytest.mark.parametrize("text, spaced", [("jintian", "jin tian"), ("woaibeijing", "wo ai bei jing"),
+                                          ("wo aibeijing", "wo ai bei jing"), ("Jintian TIANQI hao", "jin tian tian qi hao"),
+                                          ("fangan", "fang an")])
+def test_run_together_pinyin_gets_a_spaced_suggestion(text, spaced):
+    with pytest.raises(ValueError, match="无法识别的音节") as info:
+        parse_pinyin(text)
+    assert str(info.value).endswith(f"音节之间要用空格，例如：{spaced}")
+    assert parse_pinyin(spaced) == spaced.split()  # 建议本身是合法输入
+
+
+def test_split_syllables_finds_a_shortest_split():
+    g = random.Random(0)
+    known = sorted(pinyin_syllables())
+    for _ in range(300):
+        words = [g.choice(known) for _ in range(g.randint(1, 6))]
+        split = split_syllables("".join(words))
+        assert split is not None and "".join(split) == "".join(words) and len(split) <= len(words)
+        assert all(s in pinyin_syllables() for s in split)
+    assert split_syllables("jjjjj") is None and split_syllables("qqq") is None
+
+
+def test_every_corpus_syllable_is_accepted():
+    """语料（pypinyin 注音）里出现的每个音节、参考模型音节表里的每个音节，都是合法输入。"""
+    corpus = {s for split in ("train", "val", "test") for syllables_, _ in pinyin_pairs(split) for s in syllables_}
+    source_vocab = set(pretrained("pinyin").config["artifacts"]["src_vocab"]) - {"<pad>", "<unk>", "<bos>", "<eos>"}
+    assert len(corpus) > 380 and corpus <= pinyin_syllables() and source_vocab <= pinyin_syllables()
+    everything = sorted(pinyin_syllables())
+    assert parse_pinyin(" ".join(everything)) == everything
+
+
+def test_pretrained_predict_checks_syllables(capsys):
+    """命令行和 pretrained(...).predict 都走同一个检查；真音节照常转换，音节表外的真音节仍按 <unk> 处理。"""
+    from aigc_lib.tasks import TaskError
+
+    assert main(["predict", "pretrained:pinyin", "jintian"]) == 2
+    assert "音节之间要用空格，例如：jin tian" in capsys.readouterr().err
+    assert main(["predict", "pretrained:pinyin", "jjjjj qqq"]) == 2
+    assert "无法识别的音节 ['jjjjj', 'qqq']" in capsys.readouterr().err
+    reference = pretrained("pinyin")
+    with pytest.raises(TaskError, match=re.escape("例如：wo ai bei jing")):
+        reference.predict(["woaibeijing"])
+    rows = reference.predict(["jin tian tian qi hen hao", "xi'an", "ei"])
+    assert [len(row["hanzi"]) for row in rows] == [6, 2, 1]
+    assert [row["unknown_syllables"] for row in rows] == [[], [], ["ei"]]  # ei 是真音节，只是训练集里没有
 
 
 def random_sentence(g: random.Random):

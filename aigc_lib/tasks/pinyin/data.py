@@ -79,11 +79,51 @@ def to_pinyin(text: str | Sequence[str]) -> list[str]:
     return lazy_pinyin(text if isinstance(text, str) else list(text))
 
 
+@lru_cache(maxsize=1)
+def pinyin_syllables() -> frozenset[str]:
+    """普通话所有不带声调的拼音音节（ü 写成 v，与 :func:`to_pinyin` 相同）：pypinyin 字典里 CJK 统一汉字基本区
+    每个字的每个读音（pypinyin 0.55 下 419 个，含"嗯"ng、"呣"m 这样的叹词音节）。
+
+    语料的注音也出自 pypinyin，所以语料里的音节都在其中。模型的音节表只有训练集里出现过的（参考模型 397 个）；
+    其余的真音节照样可以输入，编码成 <unk>，``aigc predict --json`` 的 ``unknown_syllables`` 会列出它们。
+
+    >>> {"tian", "lv", "zhuang", "ng"} <= pinyin_syllables(), "jintian" in pinyin_syllables()
+    (True, False)
+    """
+    from pypinyin import Style, pinyin
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    chars = "".join(chr(code) for code in range(0x4E00, 0xA000) if code in pinyin_dict)
+    return frozenset(r for readings in pinyin(chars, style=Style.NORMAL, heteronym=True) for r in readings
+                     if _SYLLABLE.fullmatch(r))
+
+
+def split_syllables(letters: str) -> list[str] | None:
+    """把连写的小写字母切成音节：个数最少的切法，个数相同时前面的音节尽量长（和输入法一样）；切不开返回 None。
+
+    >>> split_syllables("woaibeijing"), split_syllables("fangan"), split_syllables("jjjjj")
+    (['wo', 'ai', 'bei', 'jing'], ['fang', 'an'], None)
+    """
+    known = pinyin_syllables()
+    longest = max(map(len, known))
+    best: list[list[str] | None] = [None] * len(letters) + [[]]  # best[i]：letters[i:] 的最好切法
+    for i in range(len(letters) - 1, -1, -1):
+        for j in range(min(len(letters), i + longest), i, -1):  # 先试长的，个数相同时保留先找到的
+            rest = best[j]
+            if rest is not None and letters[i:j] in known and (best[i] is None or len(rest) + 1 < len(best[i])):
+                best[i] = [letters[i:j], *rest]
+    return best[0]
+
+
 def parse_pinyin(text: str) -> list[str]:
-    """把用户输入的拼音（空格、撇号隔开，大小写均可）切成音节列表。
+    """把用户输入的拼音（空格、撇号隔开，大小写均可）切成音节列表；每个音节都要在 :func:`pinyin_syllables` 里。
 
     >>> parse_pinyin("Wo men  ai bei'jing")
     ['wo', 'men', 'ai', 'bei', 'jing']
+    >>> parse_pinyin("jintian")
+    Traceback (most recent call last):
+    ...
+    ValueError: 拼音里有无法识别的音节 ['jintian']：普通话里没有这样的音节。音节之间要用空格，例如：jin tian
     """
     syllables = re.split(r"[\s']+", text.strip().lower())
     syllables = [s for s in syllables if s]
@@ -93,6 +133,14 @@ def parse_pinyin(text: str) -> list[str]:
             f"拼音里有无法识别的音节 {bad}：每个音节只能是小写字母（ü 写成 v，不带声调），"
             "音节之间用空格隔开，例如 \"wo men ai bei jing\"。"
         )
+    unknown = [s for s in syllables if s not in pinyin_syllables()]
+    if unknown:
+        splits = {s: split_syllables(s) for s in unknown}
+        if all(splits.values()):  # 都是几个音节连写：给出加好空格的整句
+            example = " ".join(" ".join(splits.get(s) or [s]) for s in syllables)
+            raise ValueError(f"拼音里有无法识别的音节 {unknown}：普通话里没有这样的音节。音节之间要用空格，例如：{example}")
+        raise ValueError(f"拼音里有无法识别的音节 {unknown}：普通话里没有这样的音节（不带声调，ü 写成 v），"
+                         "音节之间用空格隔开，例如 \"wo men ai bei jing\"。")
     return syllables
 
 

@@ -40,7 +40,9 @@ from functools import lru_cache
 
 from ...data.corpora import entity_spans, load_peoples_daily, load_reviews
 from ...data.text import Vocab
-from ..pinyin.data import clause_texts, pinyin_pairs
+from ..pinyin.data import clause_texts, pinyin_pairs, pinyin_syllables
+
+syllables = pinyin_syllables  # 所有不带声调的拼音音节：与拼音任务检查用户输入时是同一份
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = (USER, ASSISTANT, END)
@@ -122,22 +124,6 @@ def render_chat(messages, add_generation_prompt: bool = False, plain: bool = Fal
 
 _SPECIAL = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 _LETTERS = re.compile("([a-z]+)")
-
-
-@lru_cache(maxsize=1)
-def syllables() -> frozenset[str]:
-    """所有不带声调的拼音音节（ü 写成 v，与 :func:`~aigc_lib.tasks.pinyin.data.to_pinyin` 相同）：
-    pypinyin 字典里 CJK 基本区每个字的每个读音。
-
-    >>> {"tian", "lv", "zhuang"} <= syllables(), "iphone" in syllables()
-    (True, False)
-    """
-    from pypinyin import Style, pinyin
-    from pypinyin.pinyin_dict import pinyin_dict
-
-    chars = "".join(chr(code) for code in range(0x4E00, 0xA000) if code in pinyin_dict)
-    return frozenset(r for readings in pinyin(chars, style=Style.NORMAL, heteronym=True) for r in readings
-                     if r.isascii() and r.isalpha())
 
 
 def reading_groups(itos) -> dict[str, list[int]]:
