@@ -66,7 +66,7 @@ from .data.corpora import (
     review_stats,
 )
 from .data.bpe import BPETokenizer, chars_per_token, train_bpe
-from .data.files import DataFileError, detect_encoding, load_labeled, load_texts, read_text
+from .data.files import DataFileError, decode_text, detect_encoding, load_labeled, load_texts, read_text
 from .data.batching import BucketBatchSampler, EncodedDataset, make_loader, pad_batch, pad_collate
 from .data.augment import augment_dataset, augment_tokens, random_deletion, random_swap, synonym_replacement
 from .data.wordvectors import WordVectors, train_skipgram_fast

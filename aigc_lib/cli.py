@@ -134,7 +134,8 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     # --amp、--seed 的默认值是 None：这样 _check 能看出 --resume 时有没有写它们（不写时按 off、0 训练）
     group.add_argument("--amp", default=None, type=_value(str, "--amp", choices=("off", "bf16", "fp16", "auto")),
                        help="混合精度：off（默认）、bf16、fp16、auto（GPU 上推荐）")
-    group.add_argument("--seed", type=_value(int, "--seed", at_least=0), default=None, help="随机种子（默认 0）")
+    group.add_argument("--seed", type=_value(int, "--seed", at_least=0, at_most=2**32 - 1), default=None,
+                       help="随机种子（默认 0）")
     group.add_argument("--strategy", default="ddp", type=_value(str, "--strategy", choices=STRATEGIES),
                        help="torchrun 多进程时：ddp（默认，每个进程一份完整模型）或 fsdp（参数、梯度、优化器状态切成 N 份）")
     flag(group, "--compile", help="用 torch.compile 编译模型（需要 C++ 编译器）")
@@ -185,7 +186,8 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--length-penalty", type=_value(float, "--length-penalty"), default=1.0,
                        help="束搜索的长度归一化指数 α")
     group.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
-    group.add_argument("--seed", type=_value(int, "--seed"), default=None, help="采样的随机种子（给定时结果可复现）")
+    group.add_argument("--seed", type=_value(int, "--seed", at_least=0, at_most=2**32 - 1), default=None,
+                       help="采样的随机种子（给定时结果可复现）")
     flag(group, "--no-cache", help="不用 KV 缓存（每步重算全文，只为对照）")
     group.add_argument("--watermark", metavar="密钥", default=None,
                        help="加绿名单水印（Kirchenbauer et al., 2023），用这个密钥；aigc detect 用同一个密钥检测")
@@ -443,12 +445,14 @@ def _generate(args) -> int:
 
 
 def _mask(args) -> int:
-    from .data.files import read_text
+    from .data.files import decode_text, read_text
     from .safety.pii import TAGS, mask_pii
 
     if args.file is not None:
         text = read_text(args.file)
-    else:
+    elif hasattr(sys.stdin, "buffer"):  # 管道送进来的字节与文件一样识别编码（Windows 上常是 GBK 或 UTF-16）；
+        text = decode_text(sys.stdin.buffer.read(), name="标准输入")  # 认不出就报错，不把原文照抄出去
+    else:  # 标准输入已经是文字（例如在 notebook 里被换成了 StringIO）
         text = sys.stdin.read()
     ner = None
     if args.names:
@@ -501,8 +505,8 @@ def _chat(args) -> int:
                         "（或 pretrained:chat）。")
     limit = config["artifacts"]["context_len"] - args.max_new_tokens - 8  # 8：角色标记和 <|end|> 的位置
     if args.prompt is not None:
-        message = _shorten(args.prompt, limit)
-        if not message:
+        message = _shorten(args.prompt.strip(), limit)
+        if not message:  # 只有空格也算空（交互时的空行同样不发送）
             raise TaskError("--prompt 是空的：请写上要问的话。")
         print(task.reply(model, config, [], message, args.max_new_tokens)[0])
         return 0
@@ -671,7 +675,7 @@ def _user_errors() -> tuple:
     from .tasks import TaskError
 
     return (TaskError, CourseError, DataFileError, ProfileError, CheckpointError, CheckpointMismatchError,
-            OSError, UnicodeDecodeError, torch_out_of_memory())
+            OSError, UnicodeDecodeError, torch_out_of_memory(), MemoryError)
 
 
 def torch_out_of_memory() -> type:
@@ -680,9 +684,16 @@ def torch_out_of_memory() -> type:
     return getattr(torch, "OutOfMemoryError", MemoryError)
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """显存或内存不够：GPU 上是 torch.OutOfMemoryError；CPU 上 PyTorch 抛的是一个普通的 RuntimeError
+    （"DefaultCPUAllocator: can't allocate memory"），只能看消息认出来。"""
+    return (isinstance(error, (torch_out_of_memory(), MemoryError))
+            or isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
 def _describe(error: BaseException) -> str:
     """一个用户错误 -> 一两行中文。操作系统的错误（权限、磁盘满）自己带的是英文，补上文件名和该做什么。"""
-    if isinstance(error, torch_out_of_memory()):
+    if _out_of_memory(error):
         return "显存（或内存）不够：把 --batch-size 调小，或加 --amp bf16；训练时也可以把模型的宽度调小。"
     if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, IsADirectoryError)) \
             and error.strerror:
@@ -721,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args is None:
             return 2
-        command = f"aigc {args.command}"
+        command = f"aigc {args.command}" + (f" {args.course_command}" if getattr(args, "course_command", None) else "")
         commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "generate": _generate,
                     "chat": _chat, "mask": _mask, "detect": _detect, "pretrained": _pretrained, "course": _course}
         return commands[args.command](args)
@@ -734,10 +745,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("已中断。", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # 输出接给了 head 之类的命令，它读够了就关掉管道：像 Unix 工具一样安静地停下
+        try:  # 退出时 Python 还会刷新标准输出、再报一次同样的错：把它接到空设备上
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except Exception as error:
         if debug:
             raise
-        if isinstance(error, _user_errors()):
+        if isinstance(error, _user_errors()) or _out_of_memory(error):
             print(f"{command}：错误：{_describe(error)}", file=sys.stderr)
             return 2
         print(f"{command}：内部错误 {type(error).__name__}：{str(error).splitlines()[0] if str(error) else ''}\n"

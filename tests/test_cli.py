@@ -274,6 +274,7 @@ def test_a_flag_the_model_does_not_use_is_an_error(no_data, capsys):
     ("--lr", "nan", "参数 --lr 要一个有限的数，收到 nan"),
     ("--dropout", "inf", "参数 --dropout 要一个有限的数，收到 inf"),
     ("--device", "tpu", "参数 --device：不认识的设备 'tpu'：请用 cpu、cuda、cuda:1 或 mps"),
+    ("--seed", "4294967296", "参数 --seed 要[0, 4294967295] 之间的整数，收到 4294967296"),
 ])
 def test_out_of_range_values_fail_before_any_data_is_loaded(no_data, capsys, flag, value, expected):
     assert main(["train", "--task", "sentiment", "--model", "gru", "--out", "x", flag, value]) == 2
@@ -518,6 +519,25 @@ def test_another_run_is_never_overwritten_without_overwrite(trained_run, tmp_pat
     assert {p.name for p in out.iterdir()} == {"best.pt", "last.pt", "history.json", "summary.json", ".aigc.lock"}
 
 
+def test_overwrite_that_fails_before_writing_anything_gives_the_old_run_back(trained_run, tmp_path, capsys):
+    # --overwrite 加上了，新的训练却在准备数据时就出错（片段比文本还长）：旧的训练不能因此丢掉
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    argv = ["train", "--task", "lm", "--model", "gpt", "--out", str(out), "--quiet", "--overwrite",
+            "--context-len", "9999999", *TINY]
+    assert main(argv) == 2
+    assert "--context-len" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # 一个字节都没变
+    assert not (out / ".aigc-old").exists()
+    (out / "summary.json").write_text('{"mine": true}', encoding="utf-8")  # 不是 aigc train 写的 summary.json
+    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", str(out), "--quiet", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "另一次训练（或别的程序）留下的文件" in err and "None" not in err
+
+
 def _hold_lock(path):
     """另一个进程占着运行目录的锁（像一次正在进行的训练），返回它的 Popen。"""
     code = ("import os, sys, time; from filelock import FileLock; p = sys.argv[1]; "
@@ -710,6 +730,35 @@ def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
         broken = tmp_path / name
         broken.write_bytes(damage((trained_run / "best.pt").read_bytes()))
         _fails_cleanly(run_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
+
+
+def test_out_of_memory_on_cpu_is_the_users_to_fix(monkeypatch, capsys, trained_run):
+    # CPU 上 PyTorch 分配不到内存时抛的是普通 RuntimeError（英文），不是程序的错：说清楚该调小什么
+    def too_big(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 213600000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(cli, "_evaluate", too_big)
+    assert main(["evaluate", str(trained_run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aigc evaluate：错误：显存（或内存）不够：把 --batch-size 调小") and "内部错误" not in err
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    # aigc predict ... --file 大文件 | head -1：head 读完一行就关掉管道，aigc 不该报"读写文件失败"，也不该打印堆栈
+    import subprocess
+
+    from _cli import cli_env
+
+    many = tmp_path / "many.txt"
+    many.write_text("质量很好，物流也快\n物流太慢了\n" * 2000, encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "aigc_lib.cli", "predict", "pretrained:sentiment-gru", "--file",
+                                str(many)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    assert "质量很好，物流也快" in process.stdout.readline().decode("utf-8")
+    process.stdout.close()
+    err = process.stderr.read().decode("utf-8")
+    assert process.wait(timeout=120) == 1
+    assert err == "", err
 
 
 def test_a_bug_prints_one_line_with_the_debug_hint_and_debug_raises(monkeypatch, capsys, trained_run):

@@ -205,6 +205,9 @@ def test_cli_output_is_utf8_even_when_the_console_encoding_is_gbk(tmp_path):
 
 def test_cli_mask_file_stdin_and_errors(tmp_path, capsys, monkeypatch):
     import io
+    import subprocess
+
+    from _cli import cli_env
 
     from aigc_lib.cli import main
 
@@ -218,6 +221,14 @@ def test_cli_mask_file_stdin_and_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     assert main(["mask"]) == 0
     assert capsys.readouterr().out == done.stdout
+    # 管道送进来的字节：GBK、UTF-16 与文件一样先识别编码（以前按 UTF-8 读，UTF-16 的手机号原样漏了出去）
+    for encoding in ("gbk", "utf-16", "utf-8"):
+        piped = subprocess.run([sys.executable, "-m", "aigc_lib.cli", "mask"], input=text.encode(encoding),
+                               capture_output=True, env=cli_env(), timeout=120)
+        assert piped.returncode == 0 and piped.stdout.decode("utf-8") == done.stdout, encoding
+    binary = subprocess.run([sys.executable, "-m", "aigc_lib.cli", "mask"], input=bytes(range(256)) * 4,
+                            capture_output=True, env=cli_env(), timeout=120)
+    assert binary.returncode == 2 and binary.stdout == b"" and "二进制" in binary.stderr.decode("utf-8")
     assert main(["mask", str(tmp_path / "nope.txt")]) == 2
     err = capsys.readouterr().err
     assert "找不到文件" in err and "Traceback" not in err

@@ -343,6 +343,9 @@ def test_train_evaluate_and_one_answer(run_dir, capsys, monkeypatch):
     assert main(["chat", str(run_dir), "--prompt", "判断这条评论的情感：物流太慢了"]) == 0
     answer = capsys.readouterr().out
     assert answer.endswith("\n") and not any(t in answer for t in SPECIAL_TOKENS)
+    for blank in ("", "   ", "\n\t"):  # 只有空白的提示和空提示一样报错，不让模型对着空白胡写
+        assert main(["chat", str(run_dir), "--prompt", blank]) == 2
+        assert "--prompt 是空的" in capsys.readouterr().err
 
 
 def test_chat_empty_line_long_message_and_end_of_input(run_dir):

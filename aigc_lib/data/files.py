@@ -117,7 +117,7 @@ def _detect(data: bytes, name: str, final: bool) -> str:
                 raise DataFileError(f"{name} 看起来是二进制文件（含有 NUL 字节），不是文本：请换成 .txt / .csv / .jsonl 文本文件。")
             raise DataFileError(
                 f"无法识别 {name} 的编码：按 UTF-8、GB18030/GBK、Big5、UTF-16 解出来都不像中文文本。请用文本编辑器把它"
-                "另存为 UTF-8，或者明确指定编码，例如 read_text(path, encoding='big5')。"
+                "另存为 UTF-8（在 Python 里也可以明确指定编码，例如 read_text(path, encoding='big5')）。"
             )
         _, _, encoding, text = best
     sample = text[:8192]
@@ -154,16 +154,25 @@ def read_text(path: str | Path, encoding: str | None = None) -> str:
     '质量很好'
     """
     path = _as_file(path)
-    data = path.read_bytes()
+    return decode_text(path.read_bytes(), name=f"文件 {path}", encoding=encoding)
+
+
+def decode_text(data: bytes, name: str = "数据", encoding: str | None = None) -> str:
+    """一段字节 -> 文字，做法与 :func:`read_text` 相同（自动识别编码、换行统一成 ``\\n``、空的或二进制的报错）。
+    用来读文件以外的来源，例如管道送进来的标准输入：``decode_text(sys.stdin.buffer.read(), "标准输入")``。
+
+    >>> decode_text("电话 13812345678".encode("utf-16"))
+    '电话 13812345678'
+    """
     if encoding is None:
-        encoding = detect_encoding(data, name=f"文件 {path}")
+        encoding = detect_encoding(data, name=name)
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
-        raise DataFileError(f"文件 {path} 不能按 {encoding} 解码（第 {err.start} 字节）：请换一个编码，"
+        raise DataFileError(f"{name} 不能按 {encoding} 解码（第 {err.start} 字节）：请换一个编码，"
                             "或不指定 encoding 让程序自动识别。") from err
     if not text.strip():
-        raise DataFileError(f"文件 {path} 是空的（没有任何文字）：请确认选对了文件，并且文件已经保存。")
+        raise DataFileError(f"{name} 是空的（没有任何文字）：请确认选对了文件，并且文件已经保存。")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -8,8 +8,10 @@
    加锁，锁在进程结束（哪怕被 kill）时由操作系统自动释放，所以死掉的进程留下的锁不会挡路；
    正在运行的那次训练的进程号写在 ``.aigc.pid`` 里，报错时说出来。
 3. **不覆盖另一次训练**：目录里已经有 ``best.pt``、``last.pt``、``history.json`` 或 ``summary.json`` 时
-   拒绝，除非给了 ``overwrite=True``（命令行 ``--overwrite``）；覆盖时先删掉旧的这几个文件，
-   目录里就不会出现一半是旧训练、一半是新训练的文件。
+   拒绝，除非给了 ``overwrite=True``（命令行 ``--overwrite``）。覆盖时先把旧的这几个文件挪进
+   ``.aigc-old/``，目录里就不会出现一半是旧训练、一半是新训练的文件；新的训练写出了自己的文件，
+   才真正删掉旧的。新的训练还没写出任何文件就出了错或被 Ctrl-C 打断（例如数据准备时参数不合适），
+   旧的文件原样放回去：``--overwrite`` 加错了地方，也不会白白丢掉一次训练。
 
 JSON 文件用 :func:`write_json` 写：先写临时文件再改名（``os.replace`` 是原子的），中途被打断也不会留下
 写了一半的文件。
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,7 @@ from .errors import TaskError
 
 RUN_FILES = ("best.pt", "last.pt", "history.json", "summary.json")
 LOCK_NAME, PID_NAME = ".aigc.lock", ".aigc.pid"
+OLD_NAME = ".aigc-old"  # --overwrite 时旧的训练结果先放在这里，见模块说明第 3 条
 
 
 def check_out(out: str | Path) -> Path:
@@ -54,9 +58,11 @@ def existing_run(path: Path) -> str | None:
         return None
     try:
         summary = json.loads((path / "summary.json").read_text("utf-8"))
-        return f"任务 {summary.get('task')}、模型 {summary.get('model')} 的训练结果（{', '.join(found)}）"
-    except (OSError, ValueError):
-        return f"另一次训练留下的文件（{', '.join(found)}）"
+        if summary.get("task") and summary.get("model"):
+            return f"任务 {summary['task']}、模型 {summary['model']} 的训练结果（{', '.join(found)}）"
+    except (OSError, ValueError, AttributeError):  # 没有 summary.json，或者它不是 aigc train 写的
+        pass
+    return f"另一次训练（或别的程序）留下的文件（{', '.join(found)}）"
 
 
 @contextmanager
@@ -83,13 +89,32 @@ def claim(out: str | Path, overwrite: bool = False, *, resume: bool = False):
             again = f"；要继续它，用 aigc train --resume {path}" if (path / "last.pt").is_file() else ""
             raise TaskError(f"--out {path} 里已经有{found}。换一个目录，或加 --overwrite 覆盖它（旧的这几个文件会被删掉）"
                             f"{again}。")
-        if not resume:
-            for name in RUN_FILES:
-                (path / name).unlink(missing_ok=True)
-        yield path
+        old = None if resume or not found else _set_aside(path)
+        try:
+            yield path
+        except BaseException:
+            if old is not None and not any((path / name).exists() for name in RUN_FILES):
+                for item in old.iterdir():  # 新的训练一个文件都没写出来：把旧的放回原处
+                    os.replace(item, path / item.name)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         pid_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _set_aside(path: Path) -> Path:
+    """把 ``path`` 里旧的训练结果（:data:`RUN_FILES`）挪进 ``path/.aigc-old/``，返回这个目录。
+    同一个盘上的改名是原子的，不复制数据；上次被 kill 留下的 ``.aigc-old/`` 先清掉。"""
+    old = path / OLD_NAME
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for name in RUN_FILES:
+        if (path / name).exists():
+            os.replace(path / name, old / name)
+    return old
 
 
 def write_json(path: Path, data) -> None:

@@ -62,6 +62,11 @@ class Sizes:
                              f"每个头分到 d_model / num_heads 维。例如 --d-model {num_heads * max(1, d_model // num_heads)}")
 
 
+def _number(x) -> str:
+    """报错里的边界值：整数原样写（4294967295，而不是 4.29497e+09），小数用最短的写法（0.001）。"""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class SizeField:
     """一个尺寸字段的全部信息：名字、类型、可选值、范围、说明。命令行参数由它生成。"""
@@ -137,15 +142,15 @@ class SizeField:
         """例如 "大于等于 1 的整数"、"0 到 1 之间（含 0、不含 1）的数"。"""
         noun = "整数" if self.kind is int else "数"
         if self.at_least is not None and self.below is not None:
-            return f"[{self.at_least:g}, {self.below:g}) 之间的{noun}"
+            return f"[{_number(self.at_least)}, {_number(self.below)}) 之间的{noun}"
         if self.above is not None and self.at_most is not None:
-            return f"({self.above:g}, {self.at_most:g}] 之间的{noun}"
+            return f"({_number(self.above)}, {_number(self.at_most)}] 之间的{noun}"
         if self.at_least is not None and self.at_most is not None:
-            return f"[{self.at_least:g}, {self.at_most:g}] 之间的{noun}"
-        parts = [f"大于等于 {self.at_least:g}" if self.at_least is not None else "",
-                 f"大于 {self.above:g}" if self.above is not None else "",
-                 f"小于 {self.below:g}" if self.below is not None else "",
-                 f"小于等于 {self.at_most:g}" if self.at_most is not None else ""]
+            return f"[{_number(self.at_least)}, {_number(self.at_most)}] 之间的{noun}"
+        parts = [f"大于等于 {_number(self.at_least)}" if self.at_least is not None else "",
+                 f"大于 {_number(self.above)}" if self.above is not None else "",
+                 f"小于 {_number(self.below)}" if self.below is not None else "",
+                 f"小于等于 {_number(self.at_most)}" if self.at_most is not None else ""]
         text = "、".join(p for p in parts if p)
         return f"{text} 的{noun}" if text else f"一个{noun}"
 
