@@ -160,8 +160,9 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                          "    aigc predict runs/gru --file 评论.csv --text-col 评论")
     group.add_argument("run", nargs="?", help=RUN_HELP)
     group.add_argument("texts", nargs="*", help="要预测的句子")
-    group.add_argument("--file", help="要预测的文件：.txt 每行一句；.csv / .tsv / .jsonl 取 --text-col 这一列（列名那行不算）")
-    group.add_argument("--text-col", default="text", help="--file 是表格（.csv / .tsv / .jsonl）时文本所在的列（默认：text）")
+    group.add_argument("--file", help="要预测的文件：.txt 每行一句；.csv / .tsv / .jsonl 取 --text-col 这一列（列名那行不算）；"
+                                      "- 表示从标准输入读，每行一句")
+    group.add_argument("--text-col", default=None, help="--file 是表格（.csv / .tsv / .jsonl）时文本所在的列（默认：text）")
     group.add_argument("--decoding", help=DECODING_HELP)
     flag(group, "--json", help="每行打印一个 JSON 对象")
 
@@ -399,14 +400,29 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _stdin_text() -> str:
+    """标准输入的全部文字。管道送进来的字节与文件一样识别编码（Windows 上常是 GBK 或 UTF-16），认不出就报错；
+    标准输入已经是文字时（例如在 notebook 里被换成了 StringIO）直接读。"""
+    from .data.files import decode_text
+
+    if hasattr(sys.stdin, "buffer"):
+        return decode_text(sys.stdin.buffer.read(), name="标准输入")
+    return sys.stdin.read()
+
+
 def _predict(args) -> int:
-    from .data.files import load_texts
+    from .data.files import TABLE_SUFFIXES, load_texts
     from .tasks import TaskError
     from .zoo import load
 
     texts = list(args.texts)
-    if args.file:
-        texts += load_texts(args.file, args.text_col, how_to_name="请用 --text-col 列名 指定文本所在的列。")
+    table = args.file not in (None, "-") and Path(args.file).suffix.lower() in TABLE_SUFFIXES
+    if args.text_col is not None and not table:
+        raise TaskError("--text-col 只用于表格文件（.csv / .tsv / .jsonl）：纯文本每行就是一句，不用指定列。")
+    if args.file == "-":  # 管道：aigc predict runs/gru --file - < 评论.txt
+        texts += [line.strip() for line in _stdin_text().splitlines() if line.strip()]
+    elif args.file:
+        texts += load_texts(args.file, args.text_col or "text", how_to_name="请用 --text-col 列名 指定文本所在的列。")
     if not texts:
         raise TaskError("没有要预测的内容：请在命令行里写句子，或用 --file 指定文本文件。")
     task, model, config = load(args.run, device=args.device)
@@ -445,15 +461,10 @@ def _generate(args) -> int:
 
 
 def _mask(args) -> int:
-    from .data.files import decode_text, read_text
+    from .data.files import read_text
     from .safety.pii import TAGS, mask_pii
 
-    if args.file is not None:
-        text = read_text(args.file)
-    elif hasattr(sys.stdin, "buffer"):  # 管道送进来的字节与文件一样识别编码（Windows 上常是 GBK 或 UTF-16）；
-        text = decode_text(sys.stdin.buffer.read(), name="标准输入")  # 认不出就报错，不把原文照抄出去
-    else:  # 标准输入已经是文字（例如在 notebook 里被换成了 StringIO）
-        text = sys.stdin.read()
+    text = read_text(args.file) if args.file is not None else _stdin_text()  # 认不出编码就报错，不把原文照抄出去
     ner = None
     if args.names:
         from .zoo import pretrained

@@ -113,6 +113,15 @@ def test_predict_sentences_and_file(trained_run, tmp_path, capsys):
     assert [line.split("\t")[-1] for line in capsys.readouterr().out.strip().splitlines()] == ["质量很好", "太差了，退货"]
     assert main(["predict", str(trained_run), "--file", str(table)]) == 2
     assert "没有名为 'text' 的列" in (err := capsys.readouterr().err) and "--text-col" in err
+    # 纯文本文件不看 --text-col：写了就说清楚，而不是悄悄不用
+    assert main(["predict", str(trained_run), "--file", str(gbk), "--text-col", "评论"]) == 2
+    assert "--text-col 只用于表格文件" in capsys.readouterr().err
+    # --file - 从管道读，编码与文件一样自动识别
+    piped = subprocess.run([sys.executable, "-m", "aigc_lib.cli", "predict", str(trained_run), "--file", "-"],
+                           input="质量很好\n\n太差了，退货\n".encode("gbk"), capture_output=True, env=cli_env(),
+                           timeout=120)
+    assert piped.returncode == 0, piped.stderr.decode("utf-8", "replace")
+    assert [line.split("\t")[-1] for line in piped.stdout.decode("utf-8").strip().splitlines()] == ["质量很好", "太差了，退货"]
 
 
 def test_bad_arguments_and_missing_files_are_clear(tmp_path, capsys):
