@@ -558,7 +558,7 @@ def _hold_lock(path):
     return holder
 
 
-def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_path):
+def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_path, capsys):
     from aigc_lib.tasks.rundir import claim
 
     holder = _hold_lock(tmp_path)
@@ -569,6 +569,11 @@ def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_pa
         result = run_aigc("train", "--task", "sentiment", "--model", "gru", "--out", str(tmp_path), *TINY)
         assert result.returncode == 2 and f"进程号 {holder.pid}" in result.stderr
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+        # 那次训练还没写出第一个检查点：续训、评估都说它还在进行，而不是"没有训练""请先运行 aigc train"
+        assert main(["train", "--resume", str(tmp_path)]) == 2
+        assert f"另一个 aigc train（进程号 {holder.pid}）正在往" in (err := capsys.readouterr().err), err
+        assert main(["evaluate", str(tmp_path)]) == 2
+        assert f"的训练（进程号 {holder.pid}）还在进行，还没有保存第一个检查点" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
@@ -576,6 +581,9 @@ def test_a_directory_being_written_by_another_run_is_refused_with_its_pid(tmp_pa
     with claim(tmp_path) as path:
         assert (path / ".aigc.pid").read_text() == str(os.getpid())
     assert not (tmp_path / ".aigc.pid").exists()
+    (tmp_path / ".aigc.pid").write_text("12345")  # 被 kill -9 的训练留下的进程号文件：锁已释放，不算在进行
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "请先运行 aigc train" in capsys.readouterr().err
 
 
 def test_json_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ from ..core.runtime import device as pick_device
 from ..core.runtime import seed_everything
 from ..core.training import fit, resolve_amp, steps_per_epoch, warmup_cosine
 from .errors import TaskError
-from .rundir import claim, write_json
+from .rundir import claim, running_training, write_json
 from .sizes import SizeField, build_sizes
 
 
@@ -214,6 +214,8 @@ def resume_run(run_dir: str | Path, *, device=None, progress: bool = True, strat
 
     path = Path(run_dir)
     last = path / "last.pt"
+    if path.is_dir() and (pid := running_training(path)):
+        raise TaskError(f"另一个 aigc train（进程号 {pid}）正在往 {path} 里写：等它结束（或被打断）之后再续训。")
     if not str(run_dir).strip() or not path.is_dir() or not last.is_file():
         raise TaskError(f"{run_dir} 里没有可以续训的训练（需要 aigc train 写出的 last.pt）。"
                         "请检查目录；要重新开始，用 aigc train --task ... --model ... --out 目录。")
@@ -235,6 +237,8 @@ def load_run(run_dir: str | Path, device=None) -> tuple[Task, nn.Module, dict]:
     path = Path(run_dir)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.is_file() and path.parent.is_dir() and (pid := running_training(path.parent)):
+        raise TaskError(f"{run_dir} 里的训练（进程号 {pid}）还在进行，还没有保存第一个检查点：等第一轮训练完再试。")
     if not path.is_file():
         raise TaskError(
             f"找不到训练结果 {run_dir}（需要其中的 best.pt 或 last.pt）。"

@@ -65,6 +65,24 @@ def existing_run(path: Path) -> str | None:
     return f"另一次训练（或别的程序）留下的文件（{', '.join(found)}）"
 
 
+def running_training(path: Path) -> str | None:
+    """``path`` 里正在进行的 aigc train 的进程号（文字）；没有训练在进行时返回 None。
+    只看不占：``.aigc.pid`` 在、锁也确实被别的进程拿着，才算在进行（被 kill 的训练留下的 .aigc.pid 不算）。"""
+    pid_file = path / PID_NAME
+    if not pid_file.is_file():
+        return None
+    lock = FileLock(str(path / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            return pid_file.read_text("utf-8").strip() or "未知"
+        except OSError:
+            return "未知"
+    lock.release()
+    return None
+
+
 @contextmanager
 def claim(out: str | Path, overwrite: bool = False, *, resume: bool = False):
     """在 ``with`` 块里独占运行目录 ``out``（见模块说明），产出它的 ``Path``。
