@@ -175,7 +175,7 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
     group.add_argument("--max-new-tokens", type=_value(int, "--max-new-tokens", at_least=1, at_most=MAX_NEW_TOKENS),
                        default=100, help=f"最多生成多少个字（BPE 模型是多少个词元；默认 100，最多 {MAX_NEW_TOKENS}）")
     flag(group, "--greedy", help="贪心：每步取概率最大的字")
-    group.add_argument("--temperature", type=_value(float, "--temperature", above=0), default=1.0,
+    group.add_argument("--temperature", type=_value(float, "--temperature", above=0), default=None,
                        help="温度（默认 1.0；越小越保守）")
     group.add_argument("--top-k", type=_value(int, "--top-k", at_least=1), default=None, help="只在概率最大的 k 个字里采样")
     group.add_argument("--top-p", type=_value(float, "--top-p", above=0, at_most=1), default=None,
@@ -184,18 +184,18 @@ def _parser(flags_without_value: set) -> tuple[argparse.ArgumentParser, dict]:
                        help="重复惩罚（> 1 压低出现过的字）")
     group.add_argument("--beam", type=_value(int, "--beam", at_least=1), default=None,
                        help="束宽：给了就用束搜索（确定的结果；--beam 1 等于贪心）")
-    group.add_argument("--length-penalty", type=_value(float, "--length-penalty"), default=1.0,
-                       help="束搜索的长度归一化指数 α")
+    group.add_argument("--length-penalty", type=_value(float, "--length-penalty"), default=None,
+                       help="束搜索的长度归一化指数 α（默认 1.0）")
     group.add_argument("--stop", default=None, help="停止符：生成到其中任何一个字就停，例如 \"。\"")
     group.add_argument("--seed", type=_value(int, "--seed", at_least=0, at_most=2**32 - 1), default=None,
                        help="采样的随机种子（给定时结果可复现）")
     flag(group, "--no-cache", help="不用 KV 缓存（每步重算全文，只为对照）")
     group.add_argument("--watermark", metavar="密钥", default=None,
                        help="加绿名单水印（Kirchenbauer et al., 2023），用这个密钥；aigc detect 用同一个密钥检测")
-    group.add_argument("--watermark-delta", type=_value(float, "--watermark-delta", at_least=0), default=2.0,
+    group.add_argument("--watermark-delta", type=_value(float, "--watermark-delta", at_least=0), default=None,
                        help="水印强度：给绿名单加的 logit（默认 2.0；越大越好检测，也越改变文字）")
     group.add_argument("--watermark-gamma", type=_value(float, "--watermark-gamma", above=0, at_most=0.99),
-                       default=0.25, help="绿名单占词表的比例（默认 0.25；检测时要用同一个值）")
+                       default=None, help="绿名单占词表的比例（默认 0.25；检测时要用同一个值）")
 
     mask, group = add("mask", "[文件] [--names]", "遮盖文本里的个人信息（手机号、身份证号、银行卡号、邮箱、QQ 号）",
                       "遮盖个人信息：读文件（自动识别编码；不给文件就读标准输入），把手机号、身份证号（校验码对的）、\n"
@@ -448,13 +448,14 @@ def _generate(args) -> int:
         from .safety.watermark import Watermark
 
         try:
-            watermark = Watermark(args.watermark, gamma=args.watermark_gamma, delta=args.watermark_delta)
+            watermark = Watermark(args.watermark, gamma=_given(args.watermark_gamma, 0.25),
+                                  delta=_given(args.watermark_delta, 2.0))
         except ValueError as error:
             raise TaskError(str(error)) from None
     options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
-               "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+               "temperature": _given(args.temperature, 1.0), "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "beam": args.beam,
-               "length_penalty": args.length_penalty, "stop": args.stop, "seed": args.seed,
+               "length_penalty": _given(args.length_penalty, 1.0), "stop": args.stop, "seed": args.seed,
                "use_cache": not args.no_cache, "watermark": watermark}
     print(args.prompt + task.generate(model, config, args.prompt, options))
     return 0
@@ -634,8 +635,32 @@ def _check(args, command: str) -> None:
         raise UsageError(f"缺少必需的参数：{'、'.join(missing)}", command)
     if command == "pretrained" and args.action != "list":
         raise UsageError(f"aigc pretrained 只有 list 一个动作，收到 {args.action!r}", command)
+    if command == "generate":
+        _check_generate(args)
     if command == "course run" and args.inplace and args.out is not None:
         raise UsageError("参数 --inplace 和 --out 只能用一个", command)
+
+
+def _given(value, default):
+    """没写的参数（None）取默认值。默认值不直接写进 add_argument，是为了看得出用户写了哪些参数（见 _check_generate）。"""
+    return default if value is None else value
+
+
+def _check_generate(args) -> None:
+    """aigc generate 里互相矛盾、或者写了也不起作用的参数：说出来，而不是悄悄忽略。"""
+    if args.greedy and args.beam is not None:
+        raise UsageError("--greedy 和 --beam 只能选一个（--beam 1 就是贪心）", "generate")
+    sampling = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
+                                         ("--top-p", args.top_p)) if value is not None]
+    if sampling and (args.greedy or args.beam is not None):
+        other = "--greedy" if args.greedy else "--beam"
+        raise UsageError(f"{'、'.join(sampling)} 只用于采样（默认的解码方式），和 {other} 一起写不起作用：去掉其中一边", "generate")
+    if args.length_penalty is not None and args.beam is None:
+        raise UsageError("--length-penalty 只用于束搜索：请同时写 --beam N", "generate")
+    unused = [flag for flag, value in (("--watermark-delta", args.watermark_delta),
+                                       ("--watermark-gamma", args.watermark_gamma)) if value is not None]
+    if unused and args.watermark is None:
+        raise UsageError(f"{'、'.join(unused)} 只在加水印时有用：请同时写 --watermark 密钥", "generate")
 
 
 def _parse(argv: list[str]):

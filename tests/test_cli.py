@@ -331,6 +331,22 @@ def test_generation_values_are_checked_before_the_model_is_loaded(flag, value, e
     assert capsys.readouterr().err == f"aigc generate：错误：{expected}。用 aigc generate --help 查看用法。\n"
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--greedy", "--beam", "3"], "--greedy 和 --beam 只能选一个（--beam 1 就是贪心）"),
+    (["--greedy", "--temperature", "0.5", "--top-p", "0.5"], "--temperature、--top-p 只用于采样（默认的解码方式），和 --greedy"),
+    (["--beam", "2", "--top-k", "5"], "--top-k 只用于采样（默认的解码方式），和 --beam 一起写不起作用"),
+    (["--length-penalty", "0.5"], "--length-penalty 只用于束搜索：请同时写 --beam N"),
+    (["--watermark-delta", "5"], "--watermark-delta 只在加水印时有用：请同时写 --watermark 密钥"),
+])
+def test_generation_flags_that_would_do_nothing_are_refused(argv, expected, capsys, monkeypatch):
+    # 以前这些组合被悄悄接受：--greedy 下的温度、没有 --watermark 的水印强度都不起作用
+    import aigc_lib.tasks as tasks
+
+    monkeypatch.setattr(tasks, "load_run", lambda *a, **k: pytest.fail("参数检查应在读取模型之前"))
+    assert main(["generate", "no-such-run", "今天", *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"aigc generate：错误：{expected}")
+
+
 def test_the_real_command_answers_bad_values_with_one_chinese_line_and_exit_2():
     """真正的 aigc 命令（子进程）：不打印堆栈，只有一行中文说明，退出码 2。"""
     for args, expected in (
