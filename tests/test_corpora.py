@@ -393,6 +393,14 @@ def test_load_texts_reads_the_text_column_or_the_lines(tmp_path, fmt):
             load_texts(path)
 
 
+def test_load_texts_refuses_a_json_array(tmp_path):
+    # 一个 JSON 数组按行读，整段 [{"text": ...}] 会被当成一句话去预测
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps([{"text": "很好"}, {"text": "太差"}], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"mine\.json 是 JSON 文件：请存成 JSON Lines（\.jsonl"):
+        load_texts(path)
+
+
 def test_load_labeled_errors_name_the_problem(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("review,score\n很好,1\n", encoding="utf-8")

@@ -314,6 +314,9 @@ def load_texts(path: str | Path, text_col: str = "text", encoding: str | None = 
     ['很好', '太差']
     """
     path = _as_file(path)
+    if path.suffix.lower() == ".json":  # 一整个 JSON 数组按行读，会把 [{"text": ...}] 当成一句话
+        raise DataFileError(f"{path.name} 是 JSON 文件：请存成 JSON Lines（.jsonl，每行一个 {{\"text\": ...}}），"
+                            "或者纯文本（.txt，每行一句）。")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         return [line.strip() for line in read_text(path, encoding).splitlines() if line.strip()]
     texts = []
