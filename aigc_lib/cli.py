@@ -448,15 +448,16 @@ def _generate(args) -> int:
         from .safety.watermark import Watermark
 
         try:
-            watermark = Watermark(args.watermark, gamma=_given(args.watermark_gamma, 0.25),
-                                  delta=_given(args.watermark_delta, 2.0))
+            given = {"gamma": args.watermark_gamma, "delta": args.watermark_delta}  # 没写的用 Watermark 的默认值
+            watermark = Watermark(args.watermark, **{k: v for k, v in given.items() if v is not None})
         except ValueError as error:
             raise TaskError(str(error)) from None
     options = {"max_new_tokens": args.max_new_tokens, "strategy": "greedy" if args.greedy else "sample",
-               "temperature": _given(args.temperature, 1.0), "top_k": args.top_k, "top_p": args.top_p,
+               "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "beam": args.beam,
-               "length_penalty": _given(args.length_penalty, 1.0), "stop": args.stop, "seed": args.seed,
+               "length_penalty": args.length_penalty, "stop": args.stop, "seed": args.seed,
                "use_cache": not args.no_cache, "watermark": watermark}
+    options = {k: v for k, v in options.items() if v is not None}  # 没写的参数用 task.generate 的默认值
     print(args.prompt + task.generate(model, config, args.prompt, options))
     return 0
 
@@ -641,13 +642,9 @@ def _check(args, command: str) -> None:
         raise UsageError("参数 --inplace 和 --out 只能用一个", command)
 
 
-def _given(value, default):
-    """没写的参数（None）取默认值。默认值不直接写进 add_argument，是为了看得出用户写了哪些参数（见 _check_generate）。"""
-    return default if value is None else value
-
-
 def _check_generate(args) -> None:
-    """aigc generate 里互相矛盾、或者写了也不起作用的参数：说出来，而不是悄悄忽略。"""
+    """aigc generate 里互相矛盾、或者写了也不起作用的参数：说出来，而不是悄悄忽略。这几个参数的默认值是 None
+    （没写），真正的默认值在 ``task.generate`` 和 ``Watermark`` 里，这样才看得出用户写了哪些。"""
     if args.greedy and args.beam is not None:
         raise UsageError("--greedy 和 --beam 只能选一个（--beam 1 就是贪心）", "generate")
     sampling = [flag for flag, value in (("--temperature", args.temperature), ("--top-k", args.top_k),
