@@ -260,17 +260,19 @@ def test_course_help_is_chinese(capsys):
     assert "run" in capsys.readouterr().out
 
 
-def test_run_out_refuses_to_overwrite_someone_elses_notebook(tiny_course, tmp_path, capsys):
+@pytest.mark.parametrize("command, theirs, content", [("run", "01_good.ipynb", '{"my": "notebook"}'),
+                                                    ("build", "index.html", "MY PAGE")])
+def test_out_refuses_to_overwrite_someone_elses_file(tiny_course, tmp_path, capsys, command, theirs, content):
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "01_good.ipynb").write_text('{"my": "notebook"}', encoding="utf-8")
-    assert main(["course", "run", "--chapters", str(tiny_course), "--profile", "smoke", "--only", "1",
-                 "--out", str(out)]) == 2
+    (out / theirs).write_text(content, encoding="utf-8")
+    source = ["--chapters", str(tiny_course), "--profile", "smoke"] if command == "run" else ["--src", str(tiny_course)]
+    assert main(["course", command, *source, "--only", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"{out / '01_good.ipynb'} 已经存在" in err and "不是 aigc course run 写出的目录" in err
+    assert f"{out / theirs} 已经存在" in err and f"不是 aigc course {command} 写出的目录" in err
     assert "请换一个空的或新的目录" in err and len(err.strip().splitlines()) == 1
-    assert (out / "01_good.ipynb").read_text(encoding="utf-8") == '{"my": "notebook"}'
-    assert sorted(p.name for p in out.iterdir()) == ["01_good.ipynb"]  # 什么都没写
+    assert (out / theirs).read_text(encoding="utf-8") == content
+    assert sorted(p.name for p in out.iterdir()) == [theirs]  # 什么都没写
 
 
 def test_run_out_twice_into_the_same_folder_keeps_unrelated_files(tiny_course, tmp_path):
@@ -282,17 +284,6 @@ def test_run_out_twice_into_the_same_folder_keeps_unrelated_files(tiny_course, t
                      "--out", str(out)]) == 0
     assert (out / "notes.txt").read_text(encoding="utf-8") == "我的笔记"
     assert (out / course.RUN_MARKER).is_file() and (out / "01_good.ipynb").is_file()
-
-
-def test_build_refuses_to_overwrite_someone_elses_index(tiny_course, tmp_path, capsys):
-    out = tmp_path / "site3"
-    out.mkdir()
-    (out / "index.html").write_text("MY PAGE", encoding="utf-8")
-    assert main(["course", "build", "--src", str(tiny_course), "--only", "1", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert f"{out / 'index.html'} 已经存在" in err and "不是 aigc course build 写出的目录" in err
-    assert (out / "index.html").read_text(encoding="utf-8") == "MY PAGE"
-    assert sorted(p.name for p in out.iterdir()) == ["index.html"]  # 什么都没写
 
 
 def test_build_again_into_the_same_folder_keeps_unrelated_files(tiny_course, tmp_path):
