@@ -94,6 +94,8 @@ def test_pretrained_predict_checks_syllables(capsys):
     reference = pretrained("pinyin")
     with pytest.raises(TaskError, match=re.escape("例如：wo ai bei jing")):
         reference.predict(["woaibeijing"])
+    with pytest.raises(TaskError, match=re.escape("第 2 句 'jintian'：拼音里有无法识别的音节")):  # 一个文件里的哪一句
+        reference.predict(["ni hao", "jintian", "zai jian"])
     rows = reference.predict(["jin tian tian qi hen hao", "xi'an", "ei"])
     assert [len(row["hanzi"]) for row in rows] == [6, 2, 1]
     assert [row["unknown_syllables"] for row in rows] == [[], [], ["ei"]]  # ei 是真音节，只是训练集里没有

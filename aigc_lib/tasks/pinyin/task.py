@@ -173,15 +173,17 @@ class PinyinTask(Task):
         src_vocab = self._vocabs(config)[0]
         max_syllables = model.context_len - 1  # 还要留一个位置给 <eos>
         syllable_lists = []
-        for text in inputs:
+        for i, text in enumerate(inputs):
+            where = f"第 {i + 1} 句 {text!r}：" if len(inputs) > 1 else ""  # 一次预测一个文件时，指出是哪一句
             try:
                 syllables = parse_pinyin(text)
             except ValueError as error:
-                raise TaskError(str(error)) from None
+                raise TaskError(where + str(error)) from None
             if not syllables:
-                raise TaskError("输入是空的：请写不带声调、用空格隔开的拼音，例如 \"wo men ai bei jing\"。")
+                raise TaskError(where + "输入是空的：请写不带声调、用空格隔开的拼音，例如 \"wo men ai bei jing\"。")
             if len(syllables) > max_syllables:
-                raise TaskError(f"一次最多 {max_syllables} 个音节，收到 {len(syllables)} 个：请在标点处断开，分成几句输入。")
+                raise TaskError(where + f"一次最多 {max_syllables} 个音节，收到 {len(syllables)} 个："
+                                "请在标点处断开，分成几句输入。")
             syllable_lists.append(syllables)
         outputs = self._convert(model, config, syllable_lists, device)
         return [{"pinyin": " ".join(s), "hanzi": out, "unknown_syllables": [x for x in s if x not in src_vocab]}
