@@ -97,6 +97,30 @@ def test_consistent_labels_are_kept_as_they_are(tmp_path):
     assert [label for _, label in load_labeled(_csv(tmp_path / "b.csv", ["pos", "neg", "中性"]))] == ["pos", "neg", "中性"]
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("other", ["gbk", "big5"])
+def test_a_file_mixing_utf8_and_another_encoding_names_the_lines(seed, other, tmp_path):
+    """两个文件直接拼起来（一个 UTF-8、一个 GBK 或 Big5）：以前整体按 GB18030 解码，UTF-8 那几行成了乱码、不报错。"""
+    first = _text(SIMPLIFIED, seed).encode("utf-8") + b"\n"
+    second = _text(SIMPLIFIED if other == "gbk" else TRADITIONAL, seed + 100).encode(other)
+    utf8_first = seed % 2 == 0
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"title,line\n" + (first + second if utf8_first else second + b"\n" + first))
+    utf8_line = 2 if utf8_first else 2 + second.count(b"\n") + 1
+    other_line = 2 + first.count(b"\n") if utf8_first else 2
+    with pytest.raises(DataFileError, match=f"mixed.txt 混用了两种编码：第 {utf8_line} 行是 UTF-8，第 {other_line} 行不是"):
+        read_text(path)
+    with pytest.raises(DataFileError, match="混用了两种编码"):
+        load_labeled(path.rename(tmp_path / "mixed.csv"), text_col="title", label_col="line")
+
+
+@pytest.mark.parametrize("sentences, encoding", [(SIMPLIFIED, "gbk"), (TRADITIONAL, "big5")])
+def test_one_encoding_per_file_is_not_called_mixed(sentences, encoding):
+    """每一句单独成行的 GBK / Big5 文件：没有一行会被当成 UTF-8。"""
+    data = "\n".join(sentences * 3).encode(encoding)
+    assert detect_encoding(data) == ("gb18030" if encoding == "gbk" else encoding)
+
+
 # --------------------------------------------------------------------------------------------
 # 大 CSV：边读边解析
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
    UTF-16 都试一遍。这几种编码几乎什么字节都能解出“字”来（Big5 的字节按 GB18030 解出来是日文假名、
    希腊字母和生僻字），所以不能只看能不能解码：给每种解法打分——解出来的字里有多少是
    这种编码里的常用汉字、标点和 ASCII——取分最高的；都不像中文时报错。
+   有几行是地道的 UTF-8、另几行不是时（两个不同编码的文件拼在了一起），报错并指出各是哪一行。
 
 文件本身的问题（空文件、二进制文件、认不出的编码、格式或标签不对）抛 :class:`DataFileError`，
 消息写明是哪个文件、哪一行、怎么改；``aigc`` 命令只打印这条消息，不打印堆栈。
@@ -85,6 +86,32 @@ def _decode_prefix(data: bytes, encoding: str, final: bool) -> str | None:
         return None
 
 
+def _refuse_mixed_utf8(data: bytes, name: str, final: bool) -> None:
+    """整个文件不是合法的 UTF-8，却有几行是地道的 UTF-8 中文：多半是两个文件（一个 UTF-8、一个 GBK）拼在了一起。
+    整体按 GB18030 解码会把 UTF-8 那几行变成乱码，所以报错，指出各是哪一行。
+
+    “地道”：这一行按 UTF-8 解得开，而且解出至少两个汉字。GBK 的字节恰好拼成合法 UTF-8 汉字的机会很小
+    （要连着几个字节都落在 UTF-8 的三字节格式里），所以纯 GBK 文件不会被误判。
+    """
+    lines = data.split(b"\n")
+    if not final:
+        lines = lines[:-1]  # 只读了文件开头时，最后一行可能被截断
+    utf8_line = other_line = None
+    for number, line in enumerate(lines, 1):
+        if line.isascii():
+            continue
+        decoded = _decode_prefix(line, "utf-8", True)
+        if decoded is None:
+            other_line = other_line or number
+        elif utf8_line is None and sum("\u4e00" <= ch <= "\u9fff" for ch in decoded) >= 2:
+            utf8_line = number
+        if utf8_line and other_line:
+            raise DataFileError(
+                f"{name} 混用了两种编码：第 {utf8_line} 行是 UTF-8，第 {other_line} 行不是（多半是 GBK）。"
+                "常见原因是把两个文件直接拼在了一起。请分别用文本编辑器打开、都另存为 UTF-8 以后再合并。"
+            )
+
+
 def _detect(data: bytes, name: str, final: bool) -> str:
     if not data.strip():
         raise DataFileError(f"{name} 是空的（没有任何文字）：请确认选对了文件，并且文件已经保存。")
@@ -102,6 +129,8 @@ def _detect(data: bytes, name: str, final: bool) -> str:
     if text is not None:
         encoding = "utf-8"
     else:
+        if not has_nul:
+            _refuse_mixed_utf8(data, name, final)
         # 有 NUL 字节的不会是 GB18030 / Big5（ASCII 字符在 UTF-16 里才带一个 NUL）；UTF-16 的字节数是偶数
         candidates = [] if has_nul else ["gb18030", "big5"]
         if len(data) % 2 == 0 or not final:
