@@ -24,7 +24,17 @@ course/       ``aigc course run / build``：执行整门课、生成离线网站
 __version__ = "0.1.0"
 
 # ---- core：运行环境与训练
-from .core.runtime import PROFILES, Timer, describe, device, eval_mode, pick, profile, seed_everything
+from .core.runtime import (
+    PROFILES,
+    Timer,
+    compile_problem,
+    describe,
+    device,
+    eval_mode,
+    pick,
+    profile,
+    seed_everything,
+)
 from .core.training import (
     FitOptions,
     History,

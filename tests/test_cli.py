@@ -684,6 +684,30 @@ def test_a_run_stopped_by_sigterm_resumes_from_the_cli_to_the_same_weights(tmp_p
         json.loads((tmp_path / "whole" / "history.json").read_text("utf-8"))["records"][2]["train_loss"]
 
 
+def test_compile_that_cannot_work_is_refused_before_training_and_skipped_on_resume(trained_run, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """编译不了（compile_problem 给出原因）：aigc train --compile 在占用运行目录、准备数据之前就报错；
+    一次用 --compile 开始的训练换到编译不了的机器上续训时，不编译、照常续训，并说一声。"""
+    import shutil
+
+    from aigc_lib.tasks import base
+
+    monkeypatch.setattr(base, "compile_problem", lambda dev: "torch.compile 在 CPU 上要用 C++ 编译器，这里用不了（测试）")
+    out = tmp_path / "new"
+    assert main(["train", "--task", "sentiment", "--model", "gru", "--out", str(out), "--quiet", "--compile",
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "这里用不了（测试）（命令行：去掉 --compile）" in err and err.count("\n") == 1 and not out.exists()
+
+    run = tmp_path / "compiled"
+    shutil.copytree(trained_run, run)
+    real = base.load_checkpoint  # 让 resume_run 读到 compile=True：就像在有编译器的机器上用 --compile 开始的
+    monkeypatch.setattr(base, "load_checkpoint",
+                        lambda path, **kw: (c := real(path, **kw)) | {"config": {**c["config"], "compile": True}})
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "这次训练开始时用了 --compile，这台机器上编译不了，续训不编译" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--task", "sentiment"], "参数 --resume 不能和 --task 一起用"),
     (["--out", "x", "--epochs", "5"], "参数 --resume 不能和 --out、--epochs 一起用"),

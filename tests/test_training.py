@@ -2,6 +2,9 @@
 
 import math
 import random
+import os
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
@@ -606,6 +609,48 @@ def test_compiled_model_saves_plain_keys(tmp_path):
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1), checkpoint_dir=tmp_path, progress=False)
     keys = load_checkpoint(tmp_path / "last.pt")["model"].keys()
     assert keys == model.state_dict().keys()
+
+
+_NO_COMPILER = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from aigc_lib import compile_problem, fit
+problem = compile_problem("cpu")
+print(problem)
+loader = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+model = torch.nn.Linear(3, 2)
+sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+fit(model, loader, epochs=1, optimizer=sgd, compile={"backend": "eager"}, progress=False)  # eager 后端不用编译器
+print("eager 后端照常训练")
+try:
+    fit(model, loader, epochs=1, optimizer=sgd, compile=True, progress=False)
+except RuntimeError as error:
+    print("fit:", str(error) == problem)
+"""
+
+
+def test_compile_without_a_cpp_compiler_says_so_before_training(tmp_path):
+    """没有可用的 C++ 编译器（这里用 CXX 指向一个不存在的程序来模拟）：fit(compile=True) 在训练开始前报中文错误，
+    不等到第一步时 Inductor 抛出一长串英文；不需要编译器的 eager 后端照常训练。"""
+    script = tmp_path / "no_compiler.py"
+    script.write_text(_NO_COMPILER, "utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, encoding="utf-8",
+                          env=dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), AIGC_PROGRESS="off"),
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("torch.compile 在 CPU 上要用 C++ 编译器，这里用不了（") and "g++" in lines[0]
+    assert lines[1:] == ["eager 后端照常训练", "fit: True"]
+
+
+def test_compile_problem_on_gpu_asks_for_triton(monkeypatch):
+    import importlib.util
+
+    from aigc_lib import compile_problem
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    assert "Triton" in compile_problem("cuda") and compile_problem("mps") is None
 
 
 # ---------------------------------------------------------------- 显示与参数检查

@@ -175,6 +175,50 @@ class Timer:
         return end - self.start
 
 
+def compile_problem(dev: str | torch.device = "cpu") -> str | None:
+    """``torch.compile`` 在这台机器的这个设备上能不能用：能用返回 None，不能用返回一句中文的原因和办法。
+
+    - CPU：Inductor 把生成的 C++ 代码交给本机的编译器。Linux 用 g++（或环境变量 ``CXX``），macOS 用
+      clang++，Windows 只认 Visual Studio 的 ``cl``（而且要英文语言包，要在运行过 ``vcvars64.bat`` 的终端里）；
+      MinGW 的 g++ 在 Windows 上不行。这里直接问 PyTorch 自己找编译器的函数，结论和真正编译时一样。
+    - CUDA：生成的是 Triton 代码，要装了 ``triton`` 才行（Linux 版 PyTorch 自带，Windows 版没有）。
+    - mps：交给 PyTorch 自己（返回 None）。
+
+    第一次调用 CPU 的检查要两三秒（载入 Inductor、试一下编译器）。
+
+    >>> compile_problem("cpu") is None or "编译器" in compile_problem("cpu")
+    True
+    """
+    import importlib.util
+    import sys
+
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return ("torch.compile 在 GPU 上要用 Triton，这个环境里没有装（Windows 版 PyTorch 不带它）："
+                    "Linux 上 pip install triton，Windows 上 pip install triton-windows；或者不用编译。")
+        return None
+    if dev.type != "cpu":
+        return None
+    hint = {"win32": "装 Visual Studio 生成工具（勾选“使用 C++ 的桌面开发”，语言包选英语），再从“x64 Native Tools "
+                     "Command Prompt”（或先运行 vcvars64.bat 的终端）里启动 Jupyter / aigc",
+            "darwin": "运行 xcode-select --install"}.get(sys.platform, "装 g++（例如 sudo apt install g++）")
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler  # PyTorch 2.4 起才有
+    except ImportError:
+        import shutil
+
+        names = ("cl",) if sys.platform == "win32" else ("g++", "clang++", "c++")
+        found = os.environ.get("CXX") or next((n for n in names if shutil.which(n)), None)
+        return None if found else f"torch.compile 在 CPU 上要用 C++ 编译器，这里没有找到：{hint}；或者不用编译。"
+    try:
+        get_cpp_compiler()
+    except Exception as error:  # 各版本、各平台抛的类型不同（InvalidCxxCompiler、RuntimeError……）
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"torch.compile 在 CPU 上要用 C++ 编译器，这里用不了（{reason}）：{hint}；或者不用编译。"
+    return None
+
+
 def describe() -> dict:
     """本机的能力：PyTorch 版本、设备、GPU 名称与显存、CPU 线程数、档位、中文字体（00_setup 展示）。"""
     dev = device()

@@ -39,6 +39,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from . import distributed, fsdp
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .history import History, _infer_mode
+from .runtime import compile_problem
 from ..plotting import progress, progress_mode
 from .schedules import warmup_cosine, warmup_linear  # noqa: F401  （从 training 也能导入调度器）
 
@@ -349,7 +350,8 @@ class FitOptions:
     scheduler: object | None = None
     """每个优化步调用一次 step()（见 warmup_cosine）；ReduceLROnPlateau 则每轮按 monitor 调用一次。"""
     compile: bool | dict = False
-    """True 时用 torch.compile 编译模型（需要 C++ 编译器）；也可传 dict 作为 torch.compile 的参数。"""
+    """True 时用 torch.compile 编译模型（CPU 上需要 C++ 编译器，GPU 上需要 Triton；编译不了时在训练开始前报错，
+    原因见 :func:`~aigc_lib.core.runtime.compile_problem`）；也可传 dict 作为 torch.compile 的参数。"""
     strategy: str = "ddp"
     """torchrun 多进程时怎样放模型："ddp" 每个进程一份完整的参数、梯度和优化器状态；"fsdp" 把三者都切成
     N 份，每个进程只存 1/N（见 fsdp.py）。两者的损失轨迹相同、检查点文件相同。单进程时不起作用。
@@ -573,6 +575,9 @@ class _FitLoop:
         # 多进程时 DDP 包住“模型 + 一步”这个模块，step 拿到的仍是模型本身，梯度照样同步。
         # 保存检查点时总是用原模型 self.model，键名不带任何前缀
         model_in_step = self.model
+        backend = opts.compile.get("backend", "inductor") if isinstance(opts.compile, dict) else "inductor"
+        if opts.compile and backend == "inductor" and (problem := compile_problem(self.device)):
+            raise RuntimeError(problem)  # 不先查的话，要到第一步才报一长串英文
         if opts.compile:
             model_in_step = torch.compile(self.model, **(opts.compile if isinstance(opts.compile, dict) else {}))
         step_module = _StepModule(model_in_step, opts.step if opts.step is not None else _LossStep(opts.loss_fn))

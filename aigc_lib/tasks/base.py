@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ from ..core.checkpoint import load_checkpoint
 from ..core.distributed import launched_by_torchrun
 from ..core.optim import decay_param_groups
 from ..core.runtime import device as pick_device
-from ..core.runtime import seed_everything
+from ..core.runtime import compile_problem, seed_everything
 from ..core.training import fit, resolve_amp, steps_per_epoch, warmup_cosine
 from .errors import TaskError
 from .rundir import claim, running_training, write_json
@@ -156,6 +157,12 @@ class Task:
             resolve_amp(amp, dev)  # 混合精度设置不对时，在准备数据之前就报错
         except ValueError as error:
             raise TaskError(str(error)) from None
+        if compile and (problem := compile_problem(dev)):
+            if not resume:
+                raise TaskError(f"{problem}（命令行：去掉 --compile）")
+            print(f"注意：这次训练开始时用了 --compile，这台机器上编译不了，续训不编译（只是慢一些）。{problem}",
+                  file=sys.stderr)
+            compile = False
         with claim(out, overwrite, resume=resume) if _is_main_process() else contextlib.nullcontext(Path(out)) as out:
             return self._train(model_name, out, sizes, dev, amp, seed, compile, progress, resume, strategy)
 
