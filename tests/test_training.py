@@ -676,6 +676,48 @@ def test_progress_prints_one_summary_line_per_epoch_and_plot_has_chinese_labels(
     assert not matplotlib.pyplot.get_fignums()  # 没有留下多余的图
 
 
+@pytest.mark.parametrize("native, auto", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_amp_on_a_gpu_uses_bf16_only_where_it_is_native(native, auto, monkeypatch):
+    """T4、V100 上 torch.cuda.is_bf16_supported() 默认返回 True（能模拟），但模拟的 bf16 比 float32 还慢：
+    auto 要选 fp16 + GradScaler，明确要 bf16 时说明原因。这里用 monkeypatch 扮演两种 GPU。"""
+    from aigc_lib.core import runtime
+    from aigc_lib.core.training import resolve_amp
+
+    def is_bf16_supported(including_emulation=True):
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert runtime.cuda_bf16_native() is native
+    cuda = torch.device("cuda")
+    assert resolve_amp("auto", cuda) == auto and resolve_amp("fp16", cuda) == torch.float16
+    if native:
+        assert resolve_amp("bf16", cuda) == torch.bfloat16
+    else:
+        with pytest.raises(ValueError, match="没有原生的 bf16"):
+            resolve_amp("bf16", cuda)
+
+
+def test_fp16_without_a_grad_scaler_is_refused_on_mps():
+    from aigc_lib.core.training import resolve_amp
+
+    with pytest.raises(ValueError, match="mps 上的 fp16 混合精度没有配损失缩放"):
+        resolve_amp("fp16", torch.device("mps"))
+    assert resolve_amp("auto", torch.device("mps")) is None and resolve_amp("bf16", torch.device("mps")) == torch.bfloat16
+
+
+def test_torchrun_with_more_processes_than_gpus_says_so(monkeypatch):
+    from aigc_lib.core import distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed, "pick_device", lambda prefer: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="进程 1 没有自己的 GPU（本机 1 块）"):
+        distributed.setup()
+
+
 def test_bad_arguments_get_chinese_explanations():
     x, y = blobs(0, n=16)
     model = mlp()

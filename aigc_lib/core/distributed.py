@@ -101,7 +101,12 @@ def setup(prefer: str | torch.device | None = None) -> DistContext:
     if world <= 1:
         return DistContext(device=dev)
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"torchrun 在这台机器上启动的进程比 GPU 多：进程 {local_rank} 没有自己的 GPU"
+                               f"（本机 {torch.cuda.device_count()} 块）。请把 --nproc_per_node 改成不超过 GPU 的块数，"
+                               "或加 --device cpu 用 CPU 进程（gloo）。")
+        dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # nccl 和 all_gather_object 都用“当前”GPU
     if not dist.is_initialized():

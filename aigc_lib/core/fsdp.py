@@ -47,10 +47,10 @@ def shard_model(root: nn.Module, ctx=None) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     mesh = None
-    if ctx is not None and ctx.device.type == "cuda":
-        from torch.distributed.device_mesh import init_device_mesh
+    if ctx is not None:  # 总是按 fit 用的设备建网格：不给的话 PyTorch 在有 GPU 的机器上默认建 GPU 网格，
+        from torch.distributed.device_mesh import init_device_mesh  # 哪怕这次是在 CPU 上用 gloo 训练
 
-        mesh = init_device_mesh("cuda", (ctx.world_size,))
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     for layer in repeated_layers(root):
         fully_shard(layer, mesh=mesh)
     fully_shard(root, mesh=mesh)

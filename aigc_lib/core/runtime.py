@@ -175,6 +175,20 @@ class Timer:
         return end - self.start
 
 
+def cuda_bf16_native() -> bool:
+    """这块 GPU 有没有原生的 bf16 运算（计算能力 8.0 起，A100、RTX 30 系列及以后）。
+
+    ``torch.cuda.is_bf16_supported()`` 默认把“能模拟”也算作支持，T4、V100 上也返回 True，
+    可模拟的 bf16 比 float32 还慢；所以课程问的是原生支持。没有 GPU 时返回 False。
+    """
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # 更早的 PyTorch 没有这个参数，那时它问的就是原生支持
+        return torch.cuda.is_bf16_supported()
+
+
 def compile_problem(dev: str | torch.device = "cpu") -> str | None:
     """``torch.compile`` 在这台机器的这个设备上能不能用：能用返回 None，不能用返回一句中文的原因和办法。
 
@@ -235,7 +249,7 @@ def describe() -> dict:
         info["GPU"] = props.name
         info["GPU 显存 (GiB)"] = round(props.total_memory / 2**30, 1)
         info["GPU 数量"] = torch.cuda.device_count()
-        info["bf16 支持"] = torch.cuda.is_bf16_supported()
+        info["bf16 支持"] = cuda_bf16_native()
     else:
         info["GPU"] = "无"
     try:  # describe() 顺便报告字体；runtime 本身不依赖 matplotlib

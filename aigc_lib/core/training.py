@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from . import distributed, fsdp
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .history import History, _infer_mode
-from .runtime import compile_problem
+from .runtime import compile_problem, cuda_bf16_native
 from ..plotting import progress, progress_mode
 from .schedules import warmup_cosine, warmup_linear  # noqa: F401  （从 training 也能导入调度器）
 
@@ -111,15 +111,19 @@ def resolve_amp(amp, dev: torch.device):
         return None
     if choice == "auto":
         if dev.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_bf16_native() else torch.float16
         return torch.bfloat16 if dev.type == "cpu" else None  # mps：自动模式下不开
     if choice == "bf16":
-        if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("这块 GPU 不支持 bf16。请用 amp='fp16'（会自动配 GradScaler）或 amp='auto'。")
+        if dev.type == "cuda" and not cuda_bf16_native():
+            raise ValueError("这块 GPU 没有原生的 bf16（计算能力 8.0 以下，如 T4、V100；模拟的 bf16 比 float32 还慢）。"
+                             "请用 amp='fp16'（会自动配 GradScaler）或 amp='auto'。")
         return torch.bfloat16
     if choice == "fp16":
         if dev.type == "cpu":
             raise ValueError("CPU 上的混合精度只能用 bf16 或 auto（命令行 --amp bf16，Python 里 amp='bf16'）；fp16 需要 GPU。")
+        if dev.type != "cuda":  # GradScaler 只在 CUDA 上配：没有它，fp16 的小梯度会下溢成 0
+            raise ValueError(f"{dev.type} 上的 fp16 混合精度没有配损失缩放（GradScaler），小梯度会下溢成 0："
+                             "请用 amp='off'。")
         return torch.float16
     raise ValueError(f"amp 只能是 'off'、'bf16'、'fp16' 或 'auto'，收到 {amp!r}。")
 
