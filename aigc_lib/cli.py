@@ -354,7 +354,9 @@ def _train(args) -> int:
     from .tasks.base import _is_main_process
 
     run_dir = args.resume if args.resume is not None else args.out
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGTERM（kill、作业调度器）；Windows 上还有 Ctrl-Break（SIGBREAK）。关窗口、任务管理器结束进程收不到任何信号
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stops}
     try:
         if args.resume is not None:
             summary = resume_run(args.resume, device=args.device, progress=not args.quiet, strategy=args.strategy)
@@ -372,7 +374,8 @@ def _train(args) -> int:
             f"可以试试：把学习率调小（--lr 改成现在的十分之一）、用 --amp off 关掉混合精度、换一个 --seed{again}；"
             "数据是你自己的，就检查里面有没有异常的行。") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if summary.get("interrupted"):
         raise Interrupted(run_dir)
     if _is_main_process():

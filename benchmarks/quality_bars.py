@@ -65,11 +65,11 @@ def run_job(name: str, task: str, model: str, out: Path, env: dict) -> dict:
     aigc = [sys.executable, "-m", "aigc_lib.cli"]
     start = time.perf_counter()
     train = subprocess.run([*aigc, "train", "--task", task, "--model", model, "--out", str(out / name), "--quiet", "--overwrite"],
-                           capture_output=True, text=True, env=env)
+                           capture_output=True, encoding="utf-8", env=env)
     if train.returncode != 0:
         return {"error": f"aigc train 失败（退出码 {train.returncode}）：{train.stderr.strip()[-500:]}"}
     evaluate = subprocess.run([*aigc, "evaluate", str(out / name), "--split", "test", "--json"],
-                              capture_output=True, text=True, env=env)
+                              capture_output=True, encoding="utf-8", env=env)
     if evaluate.returncode != 0:
         return {"error": f"aigc evaluate 失败（退出码 {evaluate.returncode}）：{evaluate.stderr.strip()[-500:]}"}
     result = json.loads(evaluate.stdout)

@@ -361,7 +361,7 @@ def test_chat_empty_line_long_message_and_end_of_input(run_dir):
 
 def test_chat_ctrl_c_exits_cleanly(run_dir):
     process = subprocess.Popen([sys.executable, "-m", "aigc_lib.cli", "chat", str(run_dir)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=cli_env())
     deadline = time.time() + 120
     line = ""
     while "开始对话" not in line and time.time() < deadline:  # 等它读完模型、开始等输入

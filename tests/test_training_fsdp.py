@@ -116,6 +116,6 @@ def test_importing_the_library_does_not_load_fsdp():
     每个 notebook）不该带进它们。新进程里检查（与 aigc 命令的测试同样的环境，读仓库里的代码），因为本进程早已导入过。"""
     code = ("import sys, aigc_lib, aigc_lib.cli; "
             "print(sorted(m for m in ('torch.distributed.fsdp', 'torch.distributed.tensor', 'sympy') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env(),
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True, env=cli_env(),
                             timeout=120)
     assert result.stdout.strip() == "[]"
