@@ -74,6 +74,18 @@ def test_split_syllables_finds_a_shortest_split():
     assert split_syllables("jjjjj") is None and split_syllables("qqq") is None
 
 
+def test_syllables_are_what_pypinyin_itself_writes_for_every_reading():
+    """pinyin_syllables 直接读 pypinyin 的字典、自己去声调；对照 pypinyin 的公开接口：
+    每个基本区汉字的每个读音（heteronym=True）按 Style.NORMAL 写出来，得到同一个集合。"""
+    from pypinyin import Style, pinyin
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    chars = "".join(chr(code) for code in range(0x4E00, 0xA000) if code in pinyin_dict)
+    written = {r for readings in pinyin(chars, style=Style.NORMAL, heteronym=True) for r in readings}
+    assert pinyin_syllables() == {r for r in written if r.isascii() and r.isalpha()}
+    assert {"lv", "nve", "ng", "m"} <= pinyin_syllables() and len(pinyin_syllables()) > 400
+
+
 def test_every_corpus_syllable_is_accepted():
     """语料（pypinyin 注音）里出现的每个音节、参考模型音节表里的每个音节，都是合法输入。"""
     corpus = {s for split in ("train", "val", "test") for syllables_, _ in pinyin_pairs(split) for s in syllables_}

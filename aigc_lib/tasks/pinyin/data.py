@@ -90,12 +90,11 @@ def pinyin_syllables() -> frozenset[str]:
     >>> {"tian", "lv", "zhuang", "ng"} <= pinyin_syllables(), "jintian" in pinyin_syllables()
     (True, False)
     """
-    from pypinyin import Style, pinyin
-    from pypinyin.pinyin_dict import pinyin_dict
+    from pypinyin.contrib.tone_convert import to_normal
+    from pypinyin.pinyin_dict import pinyin_dict  # 字的编码 -> "hàn,hán" 这样的带声调读音
 
-    chars = "".join(chr(code) for code in range(0x4E00, 0xA000) if code in pinyin_dict)
-    return frozenset(r for readings in pinyin(chars, style=Style.NORMAL, heteronym=True) for r in readings
-                     if _SYLLABLE.fullmatch(r))
+    toned = {r for code, readings in pinyin_dict.items() if 0x4E00 <= code < 0xA000 for r in readings.split(",")}
+    return frozenset(s for s in map(to_normal, toned) if _SYLLABLE.fullmatch(s))  # 去掉声调（ü 写成 v）
 
 
 def split_syllables(letters: str) -> list[str] | None:
