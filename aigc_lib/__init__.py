@@ -28,6 +28,7 @@ from .core.runtime import (
     PROFILES,
     Timer,
     compile_problem,
+    cpu_bf16_fast,
     describe,
     device,
     eval_mode,

@@ -698,6 +698,17 @@ def test_auto_amp_on_a_gpu_uses_bf16_only_where_it_is_native(native, auto, monke
             resolve_amp("bf16", cuda)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_amp_on_a_cpu_uses_bf16_only_where_the_cpu_does_it_fast(fast, monkeypatch):
+    """没有 AVX-512 / AMX 的 CPU 上 bf16 是模拟的，训练比 float32 慢好几倍：auto 不开；明确要 bf16 时照做。"""
+    from aigc_lib.core import training
+
+    monkeypatch.setattr(training, "cpu_bf16_fast", lambda: fast)
+    cpu = torch.device("cpu")
+    assert training.resolve_amp("auto", cpu) == (torch.bfloat16 if fast else None)
+    assert training.resolve_amp("bf16", cpu) == torch.bfloat16
+
+
 def test_fp16_without_a_grad_scaler_is_refused_on_mps():
     from aigc_lib.core.training import resolve_amp
 

@@ -189,6 +189,18 @@ def cuda_bf16_native() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
+def cpu_bf16_fast() -> bool:
+    """这台 CPU 做 bf16 运算快不快：有 AVX-512（oneDNN 用它做 bf16）或 AMX 时为 True。
+
+    没有这些指令的 CPU（多数笔记本、只有 AVX2 的服务器）上 bf16 只能来回转换着模拟，训练比 float32
+    慢好几倍（第 12 章在这样的 CPU 上量过）。问的是 oneDNN 自己的判断；PyTorch 不提供它时返回 False。
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def compile_problem(dev: str | torch.device = "cpu") -> str | None:
     """``torch.compile`` 在这台机器的这个设备上能不能用：能用返回 None，不能用返回一句中文的原因和办法。
 
@@ -238,6 +250,7 @@ def describe() -> dict:
         "操作系统": f"{platform.system()} {platform.machine()}",
         "设备": str(dev),
         "CPU 线程数": torch.get_num_threads(),
+        "CPU 快速 bf16": cpu_bf16_fast(),
         "运行档位 (AIGC_PROFILE)": profile(),
     }
     if dev.type == "cuda":

@@ -39,7 +39,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from . import distributed, fsdp
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .history import History, _infer_mode
-from .runtime import compile_problem, cuda_bf16_native
+from .runtime import compile_problem, cpu_bf16_fast, cuda_bf16_native
 from ..plotting import progress, progress_mode
 from .schedules import warmup_cosine, warmup_linear  # noqa: F401  （从 training 也能导入调度器）
 
@@ -112,7 +112,9 @@ def resolve_amp(amp, dev: torch.device):
     if choice == "auto":
         if dev.type == "cuda":
             return torch.bfloat16 if cuda_bf16_native() else torch.float16
-        return torch.bfloat16 if dev.type == "cpu" else None  # mps：自动模式下不开
+        if dev.type == "cpu":  # 没有 AVX-512 / AMX 的 CPU 上 bf16 是模拟的，比 float32 慢好几倍：不开
+            return torch.bfloat16 if cpu_bf16_fast() else None
+        return None  # mps：自动模式下不开
     if choice == "bf16":
         if dev.type == "cuda" and not cuda_bf16_native():
             raise ValueError("这块 GPU 没有原生的 bf16（计算能力 8.0 以下，如 T4、V100；模拟的 bf16 比 float32 还慢）。"
@@ -345,7 +347,7 @@ class FitOptions:
 
     # ---- 优化
     amp: str | bool | None = "off"
-    """混合精度："off" | "bf16" | "fp16" | "auto"（CPU 用 bf16；CUDA 支持 bf16 就用 bf16，否则 fp16 + GradScaler）。"""
+    """混合精度："off" | "bf16" | "fp16" | "auto"（CPU 有 AVX-512 / AMX 时用 bf16，否则不开；CUDA 有原生 bf16 就用 bf16，否则 fp16 + GradScaler）。"""
     clip_grad_norm: float | None = None
     """梯度总范数上限；None 表示不裁剪（fp16 下先 unscale 再裁剪）。"""
     accumulate: int = 1
