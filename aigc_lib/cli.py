@@ -730,7 +730,8 @@ def _out_of_memory(error: BaseException) -> bool:
 def _describe(error: BaseException) -> str:
     """一个用户错误 -> 一两行中文。操作系统的错误（权限、磁盘满）自己带的是英文，补上文件名和该做什么。"""
     if _out_of_memory(error):
-        return "显存（或内存）不够：把 --batch-size 调小，或加 --amp bf16；训练时也可以把模型的宽度调小。"
+        return ("显存（或内存）不够：把 --batch-size 调小；训练时也可以把模型的宽度调小。在 GPU 上还可以加 --amp auto"
+                "（混合精度，激活少占一些内存）。")
     if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, IsADirectoryError)) \
             and error.strerror:
         where = f" {error.filename}" if error.filename else ""
