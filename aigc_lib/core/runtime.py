@@ -181,12 +181,7 @@ def cuda_bf16_native() -> bool:
     ``torch.cuda.is_bf16_supported()`` 默认把“能模拟”也算作支持，T4、V100 上也返回 True，
     可模拟的 bf16 比 float32 还慢；所以课程问的是原生支持。没有 GPU 时返回 False。
     """
-    if not torch.cuda.is_available():
-        return False
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # 更早的 PyTorch 没有这个参数，那时它问的就是原生支持
-        return torch.cuda.is_bf16_supported()
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def cpu_bf16_fast() -> bool:
