@@ -703,7 +703,8 @@ DEBUG_ENV = "AIGC_DEBUG"  # AIGC_DEBUG=1 与 aigc --debug 相同：出错时显�
 
 
 def _user_errors() -> tuple:
-    """用户能自己改正的错误：参数、文件、检查点、环境变量、NaN……它们只打印一两行中文说明。"""
+    """用户能自己改正的错误：参数、文件、检查点、环境变量、NaN……它们只打印一两行中文说明
+    （内存不够也是，由 :func:`_out_of_memory` 认出来）。"""
     from .core.checkpoint import CheckpointError, CheckpointMismatchError
     from .core.runtime import ProfileError
     from .course.run import CourseError
@@ -711,19 +712,15 @@ def _user_errors() -> tuple:
     from .tasks import TaskError
 
     return (TaskError, CourseError, DataFileError, ProfileError, CheckpointError, CheckpointMismatchError,
-            OSError, UnicodeDecodeError, torch_out_of_memory(), MemoryError)
-
-
-def torch_out_of_memory() -> type:
-    import torch
-
-    return getattr(torch, "OutOfMemoryError", MemoryError)
+            OSError, UnicodeDecodeError)
 
 
 def _out_of_memory(error: BaseException) -> bool:
-    """显存或内存不够：GPU 上是 torch.OutOfMemoryError；CPU 上 PyTorch 抛的是一个普通的 RuntimeError
-    （"DefaultCPUAllocator: can't allocate memory"），只能看消息认出来。"""
-    return (isinstance(error, (torch_out_of_memory(), MemoryError))
+    """显存或内存不够：GPU 上是 torch.OutOfMemoryError，Python 自己的是 MemoryError；CPU 上 PyTorch 抛的是
+    一个普通的 RuntimeError（"DefaultCPUAllocator: can't allocate memory"），只能看消息认出来。"""
+    import torch
+
+    return (isinstance(error, (torch.OutOfMemoryError, MemoryError))
             or isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
 
 

@@ -791,11 +791,16 @@ def test_bad_files_and_bad_checkpoints_are_one_line_each(trained_run, tmp_path):
         _fails_cleanly(run_aigc("evaluate", str(broken)), f"检查点文件损坏或不完整：{broken}")
 
 
-def test_out_of_memory_on_cpu_is_the_users_to_fix(monkeypatch, capsys, trained_run):
+@pytest.mark.parametrize("error", [
     # CPU 上 PyTorch 分配不到内存时抛的是普通 RuntimeError（英文），不是程序的错：说清楚该调小什么
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 213600000000 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),  # GPU 显存不够
+    MemoryError(),  # Python 自己分配不到内存
+], ids=["cpu", "gpu", "python"])
+def test_out_of_memory_is_the_users_to_fix(error, monkeypatch, capsys, trained_run):
     def too_big(args):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 213600000000 bytes. Error code 12 (Cannot allocate memory)")
+        raise error
 
     monkeypatch.setattr(cli, "_evaluate", too_big)
     assert main(["evaluate", str(trained_run)]) == 2
